@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# Starts and stops the services the system needs on one machine without
+# Docker: Apache Kafka (KRaft, single node, from Maven Central jars) and the
+# ClickHouse engine (chDB from PyPI behind deploy/clickhouse/chfront.py).
+#
+#   deploy/local-services.sh up       install what is missing, start both, wait until ready
+#   deploy/local-services.sh down     stop both (data is kept under var/)
+#   deploy/local-services.sh status   say what runs
+#   deploy/local-services.sh env      print the exports a shell or test needs
+#   deploy/local-services.sh reset    stop and delete all local data
+#
+# Ports: KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9093), CLICKHOUSE_PORT (8123).
+# When CLICKHOUSE_URL is already set, a real ClickHouse server is used and the
+# local front is not started; the same holds for KAFKA_BOOTSTRAP.
+set -euo pipefail
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+var="$root/var"
+kafka_port="${KAFKA_PORT:-9092}"
+controller_port="${KAFKA_CONTROLLER_PORT:-9093}"
+ch_port="${CLICKHOUSE_PORT:-8123}"
+kafka_dir="$var/kafka"
+ch_dir="$var/clickhouse"
+
+log() { printf 'local-services: %s\n' "$*" >&2; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+stop_pid() {
+  local pidfile="$1" name="$2" pid
+  pid_alive "$pidfile" || { rm -f "$pidfile"; return 0; }
+  pid="$(cat "$pidfile")"
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 60); do
+    kill -0 "$pid" 2>/dev/null || { rm -f "$pidfile"; log "$name stopped"; return 0; }
+    sleep 0.5
+  done
+  log "$name did not stop in 30 s; killing it"
+  kill -9 "$pid" 2>/dev/null || true
+  rm -f "$pidfile"
+}
+
+kafka_up() {
+  if [ -n "${KAFKA_BOOTSTRAP:-}" ]; then
+    log "KAFKA_BOOTSTRAP=$KAFKA_BOOTSTRAP is set; not starting a local broker"
+    return 0
+  fi
+  if pid_alive "$kafka_dir/kafka.pid"; then
+    log "kafka already running on 127.0.0.1:$kafka_port"
+    return 0
+  fi
+  if port_open "$kafka_port"; then
+    log "port $kafka_port is taken by another process; set KAFKA_PORT"
+    return 1
+  fi
+  "$root/deploy/kafka/install.sh"
+  local libs="$root/deploy/kafka/dist/libs"
+  mkdir -p "$kafka_dir/data" "$kafka_dir/logs"
+  sed -e "s#@DATA@#$kafka_dir/data#" -e "s#@PORT@#$kafka_port#" \
+      -e "s#@CONTROLLER_PORT@#$controller_port#" \
+      "$root/deploy/kafka/server.properties.in" > "$kafka_dir/server.properties"
+
+  # The log directory is formatted once; a restart keeps the data.
+  if [ ! -f "$kafka_dir/data/meta.properties" ]; then
+    local cluster_id
+    cluster_id="$(java -cp "$libs/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)"
+    java -cp "$libs/*" -Dlog4j2.configurationFile="$root/deploy/kafka/log4j2.yaml" \
+      -Dkafka.logs.dir="$kafka_dir/logs" \
+      kafka.tools.StorageTool format --standalone -t "$cluster_id" \
+      -c "$kafka_dir/server.properties" >"$kafka_dir/logs/format.log" 2>&1 \
+      || { log "formatting the kafka log directory failed:"; cat "$kafka_dir/logs/format.log" >&2; return 1; }
+    log "formatted $kafka_dir/data (cluster $cluster_id)"
+  fi
+
+  nohup java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$root/deploy/kafka/log4j2.yaml" \
+    -Dkafka.logs.dir="$kafka_dir/logs" \
+    -cp "$libs/*" kafka.Kafka "$kafka_dir/server.properties" \
+    >"$kafka_dir/logs/stdout.log" 2>&1 &
+  echo $! >"$kafka_dir/kafka.pid"
+
+  for _ in $(seq 1 120); do
+    if grep -q "Kafka Server started" "$kafka_dir/logs/server.log" 2>/dev/null && port_open "$kafka_port"; then
+      log "kafka ready on 127.0.0.1:$kafka_port (data in $kafka_dir/data)"
+      return 0
+    fi
+    pid_alive "$kafka_dir/kafka.pid" || break
+    sleep 0.5
+  done
+  log "kafka did not start; last lines of its logs:"
+  tail -n 30 "$kafka_dir/logs/stdout.log" >&2 || true
+  tail -n 30 "$kafka_dir/logs/server.log" >&2 || true
+  return 1
+}
+
+clickhouse_up() {
+  if [ -n "${CLICKHOUSE_URL:-}" ]; then
+    log "CLICKHOUSE_URL=$CLICKHOUSE_URL is set; not starting the local engine"
+    return 0
+  fi
+  if pid_alive "$ch_dir/chfront.pid"; then
+    log "clickhouse (chDB front) already running on 127.0.0.1:$ch_port"
+    return 0
+  fi
+  if port_open "$ch_port"; then
+    log "port $ch_port is taken by another process; set CLICKHOUSE_PORT"
+    return 1
+  fi
+  "$root/deploy/clickhouse/install.sh"
+  mkdir -p "$ch_dir"
+  nohup "$root/deploy/clickhouse/venv/bin/python" "$root/deploy/clickhouse/chfront.py" \
+    --host 127.0.0.1 --port "$ch_port" --data "$ch_dir/data" \
+    --users "$root/deploy/clickhouse/users.toml" \
+    --pidfile "$ch_dir/chfront.pid" >"$ch_dir/chfront.log" 2>&1 &
+  echo $! >"$ch_dir/chfront.pid"
+
+  for _ in $(seq 1 120); do
+    if curl -fsS "http://127.0.0.1:$ch_port/ping" >/dev/null 2>&1; then
+      log "clickhouse (chDB front) ready on http://127.0.0.1:$ch_port (data in $ch_dir/data)"
+      return 0
+    fi
+    pid_alive "$ch_dir/chfront.pid" || break
+    sleep 0.5
+  done
+  log "the chDB front did not start; last lines of its log:"
+  tail -n 30 "$ch_dir/chfront.log" >&2 || true
+  return 1
+}
+
+print_env() {
+  echo "export KAFKA_BOOTSTRAP=${KAFKA_BOOTSTRAP:-127.0.0.1:$kafka_port}"
+  echo "export CLICKHOUSE_URL=${CLICKHOUSE_URL:-http://127.0.0.1:$ch_port}"
+}
+
+case "${1:-}" in
+  up) kafka_up; clickhouse_up ;;
+  down)
+    stop_pid "$ch_dir/chfront.pid" clickhouse
+    stop_pid "$kafka_dir/kafka.pid" kafka
+    ;;
+  status)
+    pid_alive "$kafka_dir/kafka.pid" && echo "kafka: running on 127.0.0.1:$kafka_port" || echo "kafka: stopped"
+    pid_alive "$ch_dir/chfront.pid" && echo "clickhouse: running on 127.0.0.1:$ch_port" || echo "clickhouse: stopped"
+    ;;
+  env) print_env ;;
+  reset)
+    "$0" down
+    rm -rf "$kafka_dir" "$ch_dir"
+    log "local data deleted"
+    ;;
+  *) echo "usage: $0 up|down|status|env|reset" >&2; exit 2 ;;
+esac
