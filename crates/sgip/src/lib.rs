@@ -40,11 +40,11 @@
 mod error;
 pub mod framing;
 pub mod pdu;
-// mod rate;
+mod rate;
 mod result_code;
 mod sequence;
 // pub mod server;
-// pub mod text;
+pub mod text;
 mod text_field;
 
 // pub use client::{Pool, PoolConfig, Session, SessionConfig, SubmitOutcome, SubmitRequest};
@@ -53,7 +53,7 @@ pub use pdu::{
     Bind, Body, CommandId, Deliver, Pdu, Report, Response, Submit, Trace, TraceHop, TraceResp,
     UserRpt,
 };
-// pub use rate::RateLimiter;
+pub use rate::RateLimiter;
 pub use result_code::{ResultClass, ResultCode};
 pub use sequence::{mmddhhmmss, SequenceGenerator, SequenceTriple};
 // pub use server::{Handler, Origin, Server, ServerConfig};
