@@ -22,7 +22,8 @@ What it serves
 - Queries on `/` by GET (`?query=`, read-only as in ClickHouse) or POST. The
   query is the `query` parameter followed by the body, as in ClickHouse; a
   `multipart/form-data` body carries `query` and `param_*` fields.
-- `database`, `default_format` (TabSeparated when absent), `query_id` and
+- `database`, `default_format` (TabSeparated when absent; also taken from the
+  `X-ClickHouse-Database` and `X-ClickHouse-Format` headers), `query_id` and
   `param_*` query parameters (`{name:Type}` placeholders).
 - ClickHouse settings as URL parameters: applied with `SET` on the engine for
   this request only and reset afterwards. An unknown setting fails the query
@@ -697,6 +698,8 @@ class FrontHandler(BaseHTTPRequestHandler):
     server_version = "chfront"
     server: "FrontServer"
     logged_query: str = ""  # the query as far as it is known, for the log line
+    # Small replies would otherwise wait on the client's delayed ACK (~40 ms).
+    disable_nagle_algorithm = True
 
     def do_GET(self) -> None:
         self.answer("GET")
@@ -747,8 +750,10 @@ class FrontHandler(BaseHTTPRequestHandler):
         readonly_parameter = parameters.get("readonly", "0") not in {"", "0"}
         return QueryRequest(
             user=user,
-            database=parameters.get("database") or "default",
-            default_format=parameters.get("default_format") or "TabSeparated",
+            database=parameters.get("database") or self.headers.get("X-ClickHouse-Database") or "default",
+            default_format=(
+                parameters.get("default_format") or self.headers.get("X-ClickHouse-Format") or "TabSeparated"
+            ),
             query_id=parameters.get("query_id") or str(uuid.uuid4()),
             read_only=user.readonly or method == "GET" or readonly_parameter,
             decompress=parameters.get("decompress", "0") not in {"", "0"},

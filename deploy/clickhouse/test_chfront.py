@@ -398,6 +398,13 @@ def test_deduplication_token_drops_a_repeated_insert(front, database):
     ok(post(conn, rows, database=database, query=insert, insert_deduplication_token="batch-2"))
     assert ok(query(conn, "SELECT count() FROM events", database=database)) == b"2\n"
 
+    # Without a token, identical rows are deduplicated by content, as a direct
+    # insert into ClickHouse would be.
+    rows = event_row(2, "report", AT_MS)
+    for _ in range(2):
+        ok(post(conn, rows, database=database, query=insert))
+    assert ok(query(conn, "SELECT count() FROM events", database=database)) == b"3\n"
+
 
 def test_concurrent_requests_stay_in_their_databases(front):
     setup = front.connection()
