@@ -2,11 +2,13 @@
 # Install the local ClickHouse front's Python environment.
 #
 # Creates deploy/clickhouse/venv with `python3 -m venv` when it is missing
-# (reuses it otherwise) and installs the chDB engine and requirements.txt
-# into it. Safe to run again: pip skips what is already installed.
+# (reuses it otherwise) and installs the chDB engine (about 180 MB),
+# requirements.txt and requirements-test.txt into it. Safe to run again: pip
+# skips what is already installed.
 #
 # Usage: deploy/clickhouse/install.sh
 # Then:  deploy/clickhouse/venv/bin/python deploy/clickhouse/chfront.py --port 8123 --data var/clickhouse
+# Tests: deploy/clickhouse/venv/bin/python -m pytest deploy/clickhouse -q
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -20,11 +22,11 @@ else
     python3 -m venv "$venv"
 fi
 
-echo "install.sh: installing $chdb_requirement and $here/requirements.txt"
+echo "install.sh: installing $chdb_requirement, requirements.txt and requirements-test.txt"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-    "$chdb_requirement" -r "$here/requirements.txt"
+    "$chdb_requirement" -r "$here/requirements.txt" -r "$here/requirements-test.txt"
 
 "$venv/bin/python" - <<'PY'
-import chdb, lz4
-print(f"install.sh: ready: chdb {chdb.__version__}, lz4 {lz4.__version__}")
+import chdb, lz4, pytest
+print(f"install.sh: ready: chdb {chdb.__version__}, lz4 {lz4.__version__}, pytest {pytest.__version__}")
 PY
