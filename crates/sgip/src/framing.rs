@@ -144,6 +144,15 @@ impl<W: AsyncWrite + Unpin> PduWriter<W> {
         Ok(())
     }
 
+    /// Queues an already encoded frame.
+    pub async fn write_frame(&mut self, frame: &[u8]) -> Result<(), Error> {
+        self.buf.extend_from_slice(frame);
+        if self.buf.len() >= 64 * 1024 {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
     /// Sends everything queued.
     pub async fn flush(&mut self) -> Result<(), Error> {
         if !self.buf.is_empty() {

@@ -36,18 +36,18 @@
 //! gateway bills them (including text the carrier appends), and reassembles
 //! concatenated uplink messages with a bound and an expiry.
 
-// pub mod client;
+pub mod client;
 mod error;
 pub mod framing;
 pub mod pdu;
 mod rate;
 mod result_code;
 mod sequence;
-// pub mod server;
+pub mod server;
 pub mod text;
 mod text_field;
 
-// pub use client::{Pool, PoolConfig, Session, SessionConfig, SubmitOutcome, SubmitRequest};
+pub use client::{Pool, PoolConfig, Session, SessionConfig, SubmitOutcome, SubmitRequest};
 pub use error::{Error, Result};
 pub use pdu::{
     Bind, Body, CommandId, Deliver, Pdu, Report, Response, Submit, Trace, TraceHop, TraceResp,
@@ -56,7 +56,7 @@ pub use pdu::{
 pub use rate::RateLimiter;
 pub use result_code::{ResultClass, ResultCode};
 pub use sequence::{mmddhhmmss, SequenceGenerator, SequenceTriple};
-// pub use server::{Handler, Origin, Server, ServerConfig};
+pub use server::{Handler, Origin, Server, ServerConfig};
 pub use text_field::{mask_phone, Text};
 
 /// Milliseconds since the Unix epoch, the time unit of outcomes and records.
