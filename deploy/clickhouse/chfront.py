@@ -289,7 +289,9 @@ def quoted_end(text: str, start: int) -> int:
                 return position + 1
         else:
             position += 1
-    raise syntax_error(f"Unterminated quoted literal or identifier starting at position {start + 1}")
+    raise syntax_error(
+        f"Unterminated quoted literal or identifier starting at position {start + 1}"
+    )
 
 
 @dataclass
@@ -518,7 +520,9 @@ def decompress_blocks(pieces: Iterator[bytes]) -> Iterator[bytes]:
             yield block
     if pending:
         raise ClickHouseError(
-            271, "CANNOT_DECOMPRESS", f"Compressed request body ends inside a block ({len(pending)} bytes left)"
+            271,
+            "CANNOT_DECOMPRESS",
+            f"Compressed request body ends inside a block ({len(pending)} bytes left)",
         )
 
 
@@ -531,7 +535,9 @@ def take_block(pending: bytearray) -> bytes | None:
     method = pending[BLOCK_CHECKSUM_SIZE]
     compressed_size, uncompressed_size = struct.unpack_from("<II", pending, BLOCK_CHECKSUM_SIZE + 1)
     if compressed_size < BLOCK_HEADER_SIZE:
-        raise ClickHouseError(271, "CANNOT_DECOMPRESS", f"Invalid compressed block size {compressed_size}")
+        raise ClickHouseError(
+            271, "CANNOT_DECOMPRESS", f"Invalid compressed block size {compressed_size}"
+        )
     block_end = BLOCK_CHECKSUM_SIZE + compressed_size
     if len(pending) < block_end:
         return None
@@ -594,7 +600,9 @@ class QueryOutcome:
             "result_bytes": len(self.body),
             "elapsed_ns": self.elapsed_ns,
         }
-        return json.dumps({name: str(value) for name, value in fields.items()}, separators=(",", ":"))
+        return json.dumps(
+            {name: str(value) for name, value in fields.items()}, separators=(",", ":")
+        )
 
 
 class Engine:
@@ -605,7 +613,9 @@ class Engine:
         self._connection = chdb.connect(data_dir)
         self._lock = threading.Lock()
         self._closed = False
-        self.version = self._connection.query("SELECT version()", "TabSeparated").bytes().decode().strip()
+        self.version = (
+            self._connection.query("SELECT version()", "TabSeparated").bytes().decode().strip()
+        )
 
     def run(
         self,
@@ -621,7 +631,9 @@ class Engine:
             raise ClickHouseError(73, "UNKNOWN_FORMAT", f"Unknown format {output_format}")
         with self._lock:
             if self._closed:
-                raise ClickHouseError(210, "NETWORK_ERROR", "Server is shutting down", close_connection=True)
+                raise ClickHouseError(
+                    210, "NETWORK_ERROR", "Server is shutting down", close_connection=True
+                )
             self._call(f"USE {quote_identifier(database)}")
             applied = []
             try:
@@ -717,9 +729,13 @@ class FrontHandler(BaseHTTPRequestHandler):
         with self.server.in_flight():
             try:
                 body = BodyReader(self.rfile, self.headers)
-                if url.path in OK_PATHS or (url.path == "/" and method == "GET" and not self.logged_query):
+                if url.path in OK_PATHS or (
+                    url.path == "/" and method == "GET" and not self.logged_query
+                ):
                     body.drain()
-                    status = self.send_reply(200, b"Ok.\n", {"Content-Type": "text/html; charset=UTF-8"})
+                    status = self.send_reply(
+                        200, b"Ok.\n", {"Content-Type": "text/html; charset=UTF-8"}
+                    )
                 elif url.path == "/":
                     request = self.query_request(method, parameters)
                     status = self.run_query(request, self.logged_query, body)
@@ -750,9 +766,13 @@ class FrontHandler(BaseHTTPRequestHandler):
         readonly_parameter = parameters.get("readonly", "0") not in {"", "0"}
         return QueryRequest(
             user=user,
-            database=parameters.get("database") or self.headers.get("X-ClickHouse-Database") or "default",
+            database=parameters.get("database")
+            or self.headers.get("X-ClickHouse-Database")
+            or "default",
             default_format=(
-                parameters.get("default_format") or self.headers.get("X-ClickHouse-Format") or "TabSeparated"
+                parameters.get("default_format")
+                or self.headers.get("X-ClickHouse-Format")
+                or "TabSeparated"
             ),
             query_id=parameters.get("query_id") or str(uuid.uuid4()),
             read_only=user.readonly or method == "GET" or readonly_parameter,
@@ -863,7 +883,10 @@ class FrontHandler(BaseHTTPRequestHandler):
                 return QueryOutcome(body=b"")
             # Deduplicate by content as a direct insert would (INSERT SELECT
             # otherwise skips it); the request may override this.
-            settings = {"deduplicate_insert_select": "enable_even_for_bad_queries", **request.settings}
+            settings = {
+                "deduplicate_insert_select": "enable_even_for_bad_queries",
+                **request.settings,
+            }
             source = f"file({quote_literal(path)}, {quote_literal(statement.insert_format)})"
             return self.server.engine.run(
                 f"{insert_head} SELECT * FROM {source}",
@@ -877,7 +900,9 @@ class FrontHandler(BaseHTTPRequestHandler):
 
     # --- responses ---
 
-    def send_outcome(self, request: QueryRequest, outcome: QueryOutcome, statement: Statement) -> int:
+    def send_outcome(
+        self, request: QueryRequest, outcome: QueryOutcome, statement: Statement
+    ) -> int:
         output_format = statement.output_format or request.default_format
         headers = {
             "Content-Type": content_type_for(output_format),
@@ -926,7 +951,9 @@ class FrontHandler(BaseHTTPRequestHandler):
 
     # --- logging ---
 
-    def log_request_line(self, method: str, path: str, query: str, started: float, status: int) -> None:
+    def log_request_line(
+        self, method: str, path: str, query: str, started: float, status: int
+    ) -> None:
         head = " ".join(query.split())
         if len(head) > 100:
             head = head[:100] + "..."
@@ -946,7 +973,10 @@ def read_all(pieces: Iterator[bytes]) -> bytes:
         collected += piece
         if len(collected) > MAX_SQL_BODY_SIZE:
             raise ClickHouseError(
-                202, "QUERY_IS_TOO_LARGE", "Query with inline data is larger than 256 MiB", close_connection=True
+                202,
+                "QUERY_IS_TOO_LARGE",
+                "Query with inline data is larger than 256 MiB",
+                close_connection=True,
             )
     return bytes(collected)
 
@@ -1015,10 +1045,16 @@ class FrontServer(ThreadingHTTPServer):
 
 
 def parse_arguments(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="ClickHouse HTTP interface over an in-process chDB engine.")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser = argparse.ArgumentParser(
+        description="ClickHouse HTTP interface over an in-process chDB engine."
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
     parser.add_argument("--port", type=int, default=8123, help="port to listen on (default 8123)")
-    parser.add_argument("--data", default="var/clickhouse", help="engine data directory (default var/clickhouse)")
+    parser.add_argument(
+        "--data", default="var/clickhouse", help="engine data directory (default var/clickhouse)"
+    )
     parser.add_argument("--users", help="TOML users file (see load_users); default: only `default`")
     parser.add_argument("--pidfile", help="write the process id here while running")
     parser.add_argument(
@@ -1046,9 +1082,7 @@ def serve(arguments: argparse.Namespace) -> int:
     users = load_users(arguments.users)
     engine = Engine(arguments.data)
     FrontHandler.timeout = arguments.idle_timeout_s
-    server = FrontServer(
-        (arguments.host, arguments.port), engine, users, arguments.max_connections
-    )
+    server = FrontServer((arguments.host, arguments.port), engine, users, arguments.max_connections)
 
     def stop(signum, _frame):
         log.info("received %s, shutting down", signal.Signals(signum).name)
@@ -1068,7 +1102,9 @@ def serve(arguments: argparse.Namespace) -> int:
     finally:
         server.server_close()
         if not server.wait_for_requests(timeout_s=arguments.shutdown_timeout_s):
-            log.warning("requests still running after %ss; closing anyway", arguments.shutdown_timeout_s)
+            log.warning(
+                "requests still running after %ss; closing anyway", arguments.shutdown_timeout_s
+            )
         engine.close()
         if arguments.pidfile:
             with contextlib.suppress(FileNotFoundError):

@@ -238,14 +238,23 @@ def test_inserts_in_three_formats_and_selects_in_three(front, database):
     create_events(conn, database)
 
     rows = event_row(1, "submit", AT_MS) + event_row(2, "report", AT_MS + 1)
-    ok(post(conn, rows, database=database, query="INSERT INTO events (id, kind, at) FORMAT RowBinary"))
+    ok(
+        post(
+            conn,
+            rows,
+            database=database,
+            query="INSERT INTO events (id, kind, at) FORMAT RowBinary",
+        )
+    )
     json_rows = b'{"id":3,"kind":"submit","at":"2026-01-01 00:00:00.125"}\n'
     ok(post(conn, json_rows, database=database, query="INSERT INTO events FORMAT JSONEachRow"))
     tsv_rows = b"4\tdeliver\t2026-01-01 00:00:00.126\n"
     ok(post(conn, tsv_rows, database=database, query="INSERT INTO events FORMAT TabSeparated"))
 
     status, headers, body = query(
-        conn, "SELECT id, kind, at FROM events ORDER BY id", database=database,
+        conn,
+        "SELECT id, kind, at FROM events ORDER BY id",
+        database=database,
         default_format="RowBinaryWithNamesAndTypes",
     )
     assert status == 200
@@ -255,7 +264,9 @@ def test_inserts_in_three_formats_and_selects_in_three(front, database):
     assert types == ["UInt32", "LowCardinality(String)", "DateTime64(3)"]
     assert data.startswith(event_row(1, "submit", AT_MS) + event_row(2, "report", AT_MS + 1))
 
-    body = ok(query(conn, "SELECT id, kind FROM events ORDER BY id FORMAT JSONEachRow", database=database))
+    body = ok(
+        query(conn, "SELECT id, kind FROM events ORDER BY id FORMAT JSONEachRow", database=database)
+    )
     assert [json.loads(line) for line in body.splitlines()] == [
         {"id": 1, "kind": "submit"},
         {"id": 2, "kind": "report"},
@@ -282,13 +293,18 @@ def test_lz4_compressed_insert_as_the_rust_client_sends_it(front, database):
     chunks = (body[offset : offset + 7000] for offset in range(0, len(body), 7000))
 
     status, headers, response = post(
-        conn, chunks, database=database, decompress="1",
+        conn,
+        chunks,
+        database=database,
+        decompress="1",
         query="INSERT INTO events(id,kind,at) FORMAT RowBinaryWithNamesAndTypes",
     )
     assert status == 200, response
     assert json.loads(headers["X-ClickHouse-Summary"])["written_rows"] == "5000"
 
-    body = ok(query(conn, "SELECT count(), sum(id), uniqExact(kind) FROM events", database=database))
+    body = ok(
+        query(conn, "SELECT count(), sum(id), uniqExact(kind) FROM events", database=database)
+    )
     assert body == b"5000\t12497500\t3\n"
 
 
@@ -299,7 +315,9 @@ def test_bad_query_answers_in_clickhouse_error_format(front):
     assert headers["X-ClickHouse-Exception-Code"] == "47"
     text = body.decode()
     assert re.fullmatch(
-        r"Code: 47\. DB::Exception: .+\. \(UNKNOWN_IDENTIFIER\) \(version 26\.9[^)]*\)\n", text, re.S
+        r"Code: 47\. DB::Exception: .+\. \(UNKNOWN_IDENTIFIER\) \(version 26\.9[^)]*\)\n",
+        text,
+        re.S,
     ), text
 
     status, headers, body = query(conn, "SELEC 1")
@@ -321,7 +339,10 @@ def test_readonly_user_may_read_but_not_insert(front, database):
     analyst = {"X-ClickHouse-User": "analyst", "X-ClickHouse-Key": "look-only"}
 
     status, headers, body = post(
-        conn, b"1\tx\t2026-01-01 00:00:00\n", headers=analyst, database=database,
+        conn,
+        b"1\tx\t2026-01-01 00:00:00\n",
+        headers=analyst,
+        database=database,
         query="INSERT INTO events FORMAT TabSeparated",
     )
     assert (status, headers["X-ClickHouse-Exception-Code"]) == (403, "164")
@@ -329,7 +350,9 @@ def test_readonly_user_may_read_but_not_insert(front, database):
     status, _, _ = post(conn, b"DROP TABLE events", headers=analyst, database=database)
     assert status == 403
 
-    assert ok(post(conn, b"SELECT count() FROM events", headers=analyst, database=database)) == b"0\n"
+    assert (
+        ok(post(conn, b"SELECT count() FROM events", headers=analyst, database=database)) == b"0\n"
+    )
     assert ok(query(conn, "SELECT 1", user="analyst", password="look-only")) == b"1\n"
 
     status, headers, _ = query(conn, "SELECT 1", user="analyst", password="wrong")
@@ -350,9 +373,15 @@ def test_settings_apply_to_their_request_only(front):
     assert ok(query(conn, sql, max_block_size="1234")) == b"1234\n"
     assert ok(query(conn, sql)) == default
     # Parameters the front handles itself never reach the engine.
-    assert ok(query(conn, "SELECT 1", decompress="0", compress="1", wait_end_of_query="1")) == b"1\n"
+    assert (
+        ok(query(conn, "SELECT 1", decompress="0", compress="1", wait_end_of_query="1")) == b"1\n"
+    )
     status, headers, _ = query(conn, "SELECT 1", no_such_setting="1")
     assert (status, headers["X-ClickHouse-Exception-Code"]) == (404, "115")
+    # `readonly` makes this request read-only and never locks the shared engine.
+    status, headers, _ = query(conn, "CREATE DATABASE never_created", readonly="1")
+    assert (status, headers["X-ClickHouse-Exception-Code"]) == (403, "164")
+    ok(query(conn, "CREATE DATABASE IF NOT EXISTS created_after_readonly"))
     # A SET query has no lasting effect without sessions.
     ok(query(conn, "SET max_block_size = 77"))
     assert ok(query(conn, sql)) == default
@@ -364,9 +393,9 @@ def test_query_parameters_in_url_and_multipart_body(front):
 
     boundary = "clickhouse-rs-boundary-test"
     body = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"query\"\r\n\r\n"
+        f'--{boundary}\r\nContent-Disposition: form-data; name="query"\r\n\r\n'
         "SELECT {s:String} AS s\r\n"
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"param_s\"\r\n\r\n"
+        f'--{boundary}\r\nContent-Disposition: form-data; name="param_s"\r\n\r\n'
         "multi\r\n"
         f"--{boundary}--\r\n"
     ).encode()
@@ -410,8 +439,13 @@ def test_concurrent_requests_stay_in_their_databases(front):
     setup = front.connection()
     for name in ("tenant_a", "tenant_b"):
         ok(query(setup, f"CREATE DATABASE IF NOT EXISTS {name}"))
-        ok(query(setup, "CREATE TABLE IF NOT EXISTS owner (name String) ENGINE = MergeTree ORDER BY name",
-                 database=name))
+        ok(
+            query(
+                setup,
+                "CREATE TABLE IF NOT EXISTS owner (name String) ENGINE = MergeTree ORDER BY name",
+                database=name,
+            )
+        )
         ok(query(setup, "TRUNCATE TABLE owner", database=name))
         ok(query(setup, f"INSERT INTO owner VALUES ('{name}')", database=name))
 
