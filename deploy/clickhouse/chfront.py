@@ -316,6 +316,7 @@ def analyse(text: str) -> Statement:
     inserts_from_query = False  # INSERT ... SELECT / VALUES / WITH
     depth = 0
     previous: Token | None = None
+    before_previous: Token | None = None
     ended = False
     for token in scan_tokens(text):
         if ended:
@@ -332,17 +333,27 @@ def analyse(text: str) -> Statement:
             statement.into_outfile |= upper == "OUTFILE" and previous.is_word("INTO")
             if statement.kind == "INSERT" and upper in {"SELECT", "VALUES", "WITH"}:
                 inserts_from_query = True
-            if previous.is_word("FORMAT"):
+            if previous.is_word("FORMAT") and not names_something(before_previous):
                 if statement.kind == "INSERT" and not inserts_from_query:
                     statement.insert_format = token.text
                     statement.insert_head_end = previous.start
                     statement.data_start = insert_data_start(text, token.end)
                     return statement
                 statement.output_format = token.text
-        previous = token
+        before_previous, previous = previous, token
     if statement is None:
         raise syntax_error("Empty query")
     return statement
+
+
+# Tokens after which `format` is a table or column name, not the FORMAT clause.
+NAME_POSITIONS = frozenset(
+    {"SELECT", "DISTINCT", ",", ".", "INTO", "TABLE", "FROM", "JOIN", "BY", "AS", "EXISTS", "DESC"}
+)
+
+
+def names_something(token: Token | None) -> bool:
+    return token is not None and token.text.upper() in NAME_POSITIONS
 
 
 def insert_data_start(text: str, format_name_end: int) -> int:

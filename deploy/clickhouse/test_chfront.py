@@ -484,5 +484,44 @@ def test_data_survives_a_restart_and_sigterm_stops_cleanly(tmp_path):
     assert "received SIGTERM" in log and "stopped" in log
 
 
+# === Unit tests of the front's parsing (need chdb importable here too) ===
+
+
+@pytest.fixture(scope="module")
+def chfront():
+    pytest.importorskip("chdb")
+    sys.path.insert(0, str(HERE))
+    import chfront
+
+    return chfront
+
+
+def test_insert_rows_start_after_the_first_newline_even_when_they_are_whitespace(chfront):
+    text = "INSERT INTO format (a) FORMAT RowBinary\n\n\t rest"
+    statement = chfront.analyse(text)
+    assert statement.insert_format == "RowBinary"
+    assert text[statement.data_start :] == "\n\t rest"
+    assert text[: statement.insert_head_end].rstrip() == "INSERT INTO format (a)"
+
+
+def test_statement_kinds_formats_and_multi_statements(chfront):
+    assert chfront.analyse("SELECT format FROM t").output_format is None
+    assert chfront.analyse("(SELECT 1) FORMAT JSON").output_format == "JSON"
+    assert chfront.analyse("INSERT INTO t SELECT 1 FORMAT TSV").insert_format is None
+    assert chfront.analyse("SELECT ';' -- ; \n;").kind == "SELECT"
+    with pytest.raises(chfront.ClickHouseError, match="Multi-statements"):
+        chfront.analyse("SELECT 1; INSERT INTO t VALUES (1)")
+    assert chfront.analyse("SELECT 1 INTO OUTFILE 'x'").into_outfile
+
+
+def test_compressed_blocks_split_across_pieces(chfront):
+    payload = bytes(range(256)) * 300
+    framed = compressed_blocks(payload, block_size=10_000)
+    pieces = [framed[offset : offset + 333] for offset in range(0, len(framed), 333)]
+    assert b"".join(chfront.decompress_blocks(iter(pieces))) == payload
+    with pytest.raises(chfront.ClickHouseError, match="ends inside a block"):
+        b"".join(chfront.decompress_blocks(iter([framed[:-1]])))
+
+
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
