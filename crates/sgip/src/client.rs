@@ -481,10 +481,8 @@ impl Driver {
             if self.ready.is_empty() && self.closing.is_some() {
                 break;
             }
-            if !backoff.is_zero() {
-                if self.wait_out(backoff).await {
-                    break;
-                }
+            if !backoff.is_zero() && self.wait_out(backoff).await {
+                break;
             }
             match self.connect().await {
                 Ok(conn) => {

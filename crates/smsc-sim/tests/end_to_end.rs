@@ -171,21 +171,22 @@ async fn every_message_is_counted_once_and_reported() {
     let recorder = rig.recorder.clone();
     let n = all_triples.len();
     wait_for("reports", || recorder.0.lock().unwrap().reports.len() >= n).await;
-    let received = rig.recorder.0.lock().unwrap();
-    let mut reported: Vec<SequenceTriple> = received
-        .reports
-        .iter()
-        .map(|(_, r)| r.submit_sequence)
-        .collect();
-    reported.sort();
-    all_triples.sort();
-    assert_eq!(reported, all_triples);
-    assert!(received.reports.iter().all(|(o, _)| o.login_name == "smg"));
-    assert!(received
-        .reports
-        .iter()
-        .all(|(o, _)| o.sequence.node == 107551));
-    drop(received);
+    {
+        let received = rig.recorder.0.lock().unwrap();
+        let mut reported: Vec<SequenceTriple> = received
+            .reports
+            .iter()
+            .map(|(_, r)| r.submit_sequence)
+            .collect();
+        reported.sort();
+        all_triples.sort();
+        assert_eq!(reported, all_triples);
+        assert!(received.reports.iter().all(|(o, _)| o.login_name == "smg"));
+        assert!(received
+            .reports
+            .iter()
+            .all(|(o, _)| o.sequence.node == 107551));
+    }
     let _ = rig.stop_server.send(());
     rig.server.await.unwrap().unwrap();
     rig.sim.shutdown().await;
@@ -381,27 +382,28 @@ async fn uplink_messages_reach_the_handler_and_reassemble() {
     })
     .await;
 
-    let received = rig.recorder.0.lock().unwrap();
-    let td = received
-        .delivers
-        .iter()
-        .find(|(_, d)| d.tp_udhi == 0)
-        .map(|(_, d)| d.clone())
-        .unwrap();
-    assert_eq!(td.user_number.as_str(), Some("8618612341234"));
-    assert_eq!(text::decode(td.message_coding, &td.content), "TD");
-    let mut reassembler = Reassembler::new(16, Duration::from_secs(60));
-    let mut whole = None;
-    for (_, d) in received.delivers.iter().filter(|(_, d)| d.tp_udhi == 1) {
-        let key = (d.user_number.to_string(), d.sp_number.to_string());
-        if let Assembly::Complete { payload, .. } =
-            reassembler.push(key, true, &d.content, std::time::Instant::now())
-        {
-            whole = Some(text::decode(d.message_coding, &payload));
+    {
+        let received = rig.recorder.0.lock().unwrap();
+        let td = received
+            .delivers
+            .iter()
+            .find(|(_, d)| d.tp_udhi == 0)
+            .map(|(_, d)| d.clone())
+            .unwrap();
+        assert_eq!(td.user_number.as_str(), Some("8618612341234"));
+        assert_eq!(text::decode(td.message_coding, &td.content), "TD");
+        let mut reassembler = Reassembler::new(16, Duration::from_secs(60));
+        let mut whole = None;
+        for (_, d) in received.delivers.iter().filter(|(_, d)| d.tp_udhi == 1) {
+            let key = (d.user_number.to_string(), d.sp_number.to_string());
+            if let Assembly::Complete { payload, .. } =
+                reassembler.push(key, true, &d.content, std::time::Instant::now())
+            {
+                whole = Some(text::decode(d.message_coding, &payload));
+            }
         }
+        assert_eq!(whole.as_deref(), Some(long.as_str()));
     }
-    assert_eq!(whole.as_deref(), Some(long.as_str()));
-    drop(received);
     wait_for("mo acks", || rig.sim.counts().mo_acked == 3).await;
     let _ = rig.stop_server.send(());
     rig.sim.shutdown().await;
