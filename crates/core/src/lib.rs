@@ -26,5 +26,6 @@ pub mod error;
 pub mod events;
 pub mod kafka;
 pub mod telemetry;
+pub mod validate;
 
 pub use error::CoreError;
