@@ -2,10 +2,15 @@
 
 use tracing_subscriber::EnvFilter;
 
-/// Installs the global `tracing` subscriber: `RUST_LOG` filters (default
-/// `info`), `LOG_FORMAT=json` switches to one JSON object per line.
+/// Installs the global `tracing` subscriber for a service: `RUST_LOG` filters
+/// (default `info`), `LOG_FORMAT=json` switches to one JSON object per line.
 pub fn init(service: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    init_with(service, "info");
+}
+
+/// As [`init`], with another default filter (command-line tools use `warn`).
+pub fn init_with(service: &str, default_filter: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -35,7 +35,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    sms_core::telemetry::init("smsctl");
+    sms_core::telemetry::init_with("smsctl", "warn");
     let mut kafka = sms_core::kafka::KafkaSettings::new(cli.kafka);
     kafka.topic_prefix = cli.topic_prefix;
     let result = match cli.command {
