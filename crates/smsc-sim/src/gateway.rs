@@ -104,7 +104,10 @@ async fn serve(state: Arc<State>, stream: TcpStream) {
 
 async fn write_loop(mut writer: PduWriter<OwnedWriteHalf>, mut rx: mpsc::Receiver<(Instant, Pdu)>) {
     while let Some((due, pdu)) = rx.recv().await {
-        sleep_until(due).await;
+        // A past deadline would still wait for the timer's next tick.
+        if due > Instant::now() {
+            sleep_until(due).await;
+        }
         if writer.write_pdu(&pdu).await.is_err() {
             return;
         }
