@@ -177,6 +177,7 @@ pub struct UplinkMessage {
     pub text: Option<String>,
     #[serde(with = "avro_bytes")]
     pub content: Vec<u8>,
+    pub udhi: bool,
     pub link_id: Option<String>,
     pub received_at: Millis,
 }

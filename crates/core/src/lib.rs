@@ -22,6 +22,7 @@
 //! `schemas/avro/released/` so records written by older versions still decode.
 
 pub mod avro;
+pub mod carrier;
 pub mod error;
 pub mod events;
 pub mod kafka;

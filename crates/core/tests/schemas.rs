@@ -79,6 +79,7 @@ fn uplink() -> UplinkMessage {
         coding: 8,
         text: Some("退订".into()),
         content: vec![0x90, 0x00, 0x8b, 0xa2],
+        udhi: false,
         link_id: None,
         received_at: 1_764_720_002_000,
     }
