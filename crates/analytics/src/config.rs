@@ -1,0 +1,299 @@
+//! The sink's configuration: a TOML file whose every key an `ANALYTICS_...` environment variable can override.
+//!
+//! Environment overrides name the key path in upper case, nested tables
+//! joined by a double underscore: `ANALYTICS_BATCH_MAX_EVENTS=20000`,
+//! `ANALYTICS_CLICKHOUSE__URL=http://ch:8123`,
+//! `ANALYTICS_KAFKA__TOPIC_PREFIX=staging.`. A value that parses as a TOML
+//! integer or boolean is taken as one, anything else as a string. An
+//! override for a key that does not exist fails start-up, as an unknown key
+//! in the file does.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use sms_core::kafka::KafkaSettings;
+
+use crate::error::AnalyticsError;
+
+/// The prefix of every environment override.
+pub const ENV_PREFIX: &str = "ANALYTICS_";
+
+/// The contract's minimum log retention (clause 2.7), in months.
+pub const MIN_TTL_MONTHS: u32 = 6;
+
+/// Everything the sink needs to start. Durations are in milliseconds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalyticsConfig {
+    /// The brokers and the topic prefix; see `sms_core::kafka::KafkaSettings`.
+    pub kafka: KafkaSettings,
+    /// Where the events go.
+    pub clickhouse: ClickHouseSettings,
+    /// The consumer group every sink instance joins. Default `analytics`.
+    pub group_id: String,
+    /// A batch is written when it holds this many records. Default 50000.
+    pub batch_max_events: usize,
+    /// A batch is written at the latest this long after its first record.
+    /// Default 1000.
+    pub batch_max_ms: u64,
+    /// How long ClickHouse keeps raw events and per-message rows, in months;
+    /// at least 6 (the contract's audit retention). Applied when the tables
+    /// are created. Default 13.
+    pub ttl_months: u32,
+    /// Where `/metrics` (Prometheus text) and `/healthz` are served.
+    /// Default `127.0.0.1:9464`.
+    pub metrics_address: SocketAddr,
+    /// The first wait after a failed insert; it doubles on each failure.
+    /// Default 200.
+    pub retry_initial_ms: u64,
+    /// The longest wait between insert attempts. Default 10000.
+    pub retry_max_ms: u64,
+    /// On shutdown, how long to keep trying to store the current batch
+    /// before exiting without committing it. Default 30000.
+    pub shutdown_drain_ms: u64,
+    /// How long the sink may go without reading Kafka (while ClickHouse is
+    /// down) before the broker takes its partitions away
+    /// (`max.poll.interval.ms`). Default 600000.
+    pub max_poll_interval_ms: u64,
+}
+
+impl Default for AnalyticsConfig {
+    fn default() -> Self {
+        Self {
+            kafka: KafkaSettings::default(),
+            clickhouse: ClickHouseSettings::default(),
+            group_id: "analytics".into(),
+            batch_max_events: 50_000,
+            batch_max_ms: 1_000,
+            ttl_months: 13,
+            metrics_address: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            retry_initial_ms: 200,
+            retry_max_ms: 10_000,
+            shutdown_drain_ms: 30_000,
+            max_poll_interval_ms: 600_000,
+        }
+    }
+}
+
+/// How to reach ClickHouse.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClickHouseSettings {
+    /// The HTTP interface. Default `http://127.0.0.1:8123`.
+    pub url: String,
+    /// Default `default`.
+    pub user: String,
+    /// Default empty.
+    pub password: String,
+    /// Created if missing. Default `sms`.
+    pub database: String,
+}
+
+impl Default for ClickHouseSettings {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:8123".into(),
+            user: "default".into(),
+            password: String::new(),
+            database: "sms".into(),
+        }
+    }
+}
+
+impl ClickHouseSettings {
+    /// A client on the configured database.
+    pub fn client(&self) -> clickhouse::Client {
+        self.server_client().with_database(&self.database)
+    }
+
+    /// A client with no database selected, for creating it.
+    pub fn server_client(&self) -> clickhouse::Client {
+        clickhouse::Client::default()
+            .with_url(&self.url)
+            .with_user(&self.user)
+            .with_password(&self.password)
+    }
+}
+
+impl AnalyticsConfig {
+    /// Reads the file at `path` (defaults when `None`), applies the
+    /// environment overrides, and validates the result.
+    pub fn load(path: Option<&str>) -> Result<Self, AnalyticsError> {
+        let text = match path {
+            Some(path) => {
+                std::fs::read_to_string(path).map_err(|e| AnalyticsError::ConfigFile {
+                    path: path.into(),
+                    message: e.to_string(),
+                })?
+            }
+            None => String::new(),
+        };
+        Self::from_sources(&text, std::env::vars())
+    }
+
+    /// Builds the configuration from TOML text and `(name, value)` pairs of
+    /// the environment; pairs without the `ANALYTICS_` prefix are ignored.
+    pub fn from_sources(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, AnalyticsError> {
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| AnalyticsError::ConfigFile {
+                path: "(text)".into(),
+                message: e.to_string(),
+            })?;
+        let overrides: BTreeMap<String, String> = env
+            .into_iter()
+            .filter_map(|(name, value)| Some((name.strip_prefix(ENV_PREFIX)?.to_string(), value)))
+            .collect();
+        for (name, value) in overrides {
+            apply_override(&mut table, &name, &value)?;
+        }
+        let config: Self = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| AnalyticsError::Config {
+                key: "(configuration)".into(),
+                message: e.message().to_string(),
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the values serde cannot.
+    pub fn validate(&self) -> Result<(), AnalyticsError> {
+        let fail = |key: &str, message: String| {
+            Err(AnalyticsError::Config {
+                key: key.into(),
+                message,
+            })
+        };
+        if self.ttl_months < MIN_TTL_MONTHS {
+            return fail(
+                "ttl_months",
+                format!("must be at least {MIN_TTL_MONTHS} (contract clause 2.7)"),
+            );
+        }
+        if self.batch_max_events == 0 {
+            return fail("batch_max_events", "must be at least 1".into());
+        }
+        if self.batch_max_ms == 0 {
+            return fail("batch_max_ms", "must be at least 1".into());
+        }
+        if self.retry_initial_ms == 0 || self.retry_max_ms < self.retry_initial_ms {
+            return fail(
+                "retry_max_ms",
+                "retry_initial_ms must be positive and at most retry_max_ms".into(),
+            );
+        }
+        if self.group_id.is_empty() {
+            return fail("group_id", "must not be empty".into());
+        }
+        if !valid_identifier(&self.clickhouse.database) {
+            return fail(
+                "clickhouse.database",
+                "only letters, digits and underscores".into(),
+            );
+        }
+        Ok(())
+    }
+
+    pub fn batch_max_time(&self) -> Duration {
+        Duration::from_millis(self.batch_max_ms)
+    }
+}
+
+fn valid_identifier(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Sets the key that `name` (`CLICKHOUSE__URL`) names in `table`.
+fn apply_override(table: &mut toml::Table, name: &str, value: &str) -> Result<(), AnalyticsError> {
+    let path: Vec<String> = name.split("__").map(|p| p.to_ascii_lowercase()).collect();
+    let key = path.join(".");
+    let Some((last, parents)) = path.split_last() else {
+        return Ok(());
+    };
+    let mut current = table;
+    for parent in parents {
+        let entry = current
+            .entry(parent.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = match entry {
+            toml::Value::Table(t) => t,
+            _ => {
+                return Err(AnalyticsError::Config {
+                    key,
+                    message: format!("`{parent}` is not a table"),
+                })
+            }
+        };
+    }
+    current.insert(last.clone(), parse_scalar(value));
+    Ok(())
+}
+
+/// An integer or boolean when the text is one, otherwise the text.
+fn parse_scalar(value: &str) -> toml::Value {
+    if let Ok(n) = value.parse::<i64>() {
+        return toml::Value::Integer(n);
+    }
+    match value {
+        "true" => toml::Value::Boolean(true),
+        "false" => toml::Value::Boolean(false),
+        _ => toml::Value::String(value.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_apply_to_an_empty_file() {
+        let config = AnalyticsConfig::from_sources("", env(&[])).expect("valid");
+        assert_eq!(config.ttl_months, 13);
+        assert_eq!(config.batch_max_events, 50_000);
+        assert_eq!(config.clickhouse.database, "sms");
+        assert_eq!(config.kafka.bootstrap, "127.0.0.1:9092");
+    }
+
+    #[test]
+    fn environment_overrides_file_values_at_any_depth() {
+        let text = "batch_max_ms = 50\n[clickhouse]\nurl = \"http://file:8123\"\n";
+        let config = AnalyticsConfig::from_sources(
+            text,
+            env(&[
+                ("ANALYTICS_BATCH_MAX_MS", "75"),
+                ("ANALYTICS_CLICKHOUSE__URL", "http://env:8123"),
+                ("ANALYTICS_KAFKA__TOPIC_PREFIX", "t1."),
+                ("OTHER_VARIABLE", "ignored"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(config.batch_max_ms, 75);
+        assert_eq!(config.clickhouse.url, "http://env:8123");
+        assert_eq!(config.kafka.topic_prefix, "t1.");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_from_file_and_environment() {
+        assert!(AnalyticsConfig::from_sources("batch_size = 3", env(&[])).is_err());
+        assert!(AnalyticsConfig::from_sources("", env(&[("ANALYTICS_BATCH_SIZE", "3")])).is_err());
+    }
+
+    #[test]
+    fn retention_below_the_contract_is_refused_naming_the_key() {
+        let error = AnalyticsConfig::from_sources("ttl_months = 5", env(&[]))
+            .expect_err("five months is too short");
+        assert!(error.to_string().contains("ttl_months"), "{error}");
+    }
+}

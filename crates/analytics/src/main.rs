@@ -1,0 +1,70 @@
+//! The `analytics` binary: loads the configuration, migrates the schema, serves metrics, runs the sink.
+
+use anyhow::Context;
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+use analytics::exporter::{self, Health};
+use analytics::{schema, AnalyticsConfig, Sink};
+
+/// Streams every topic into ClickHouse.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Arguments {
+    /// A TOML configuration file; every key can also be set by an
+    /// `ANALYTICS_...` environment variable.
+    #[arg(long)]
+    config: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let arguments = Arguments::parse();
+    sms_core::telemetry::init(analytics::sink::SERVICE);
+    let config = AnalyticsConfig::load(arguments.config.as_deref()).context("configuration")?;
+
+    let report = schema::migrate(&config.clickhouse, config.ttl_months)
+        .await
+        .context("applying the ClickHouse schema")?;
+    tracing::info!(applied = ?report.applied, already_applied = report.already_applied, "schema ready");
+
+    let shutdown = CancellationToken::new();
+    let health = Health::default();
+    let (_, endpoint) = exporter::serve(config.metrics_address, health.clone(), shutdown.clone())
+        .await
+        .context("metrics endpoint")?;
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+
+    let sink = Sink::new(&config, health).context("starting the sink")?;
+    let result = sink.run(shutdown.clone()).await;
+    shutdown.cancel();
+    let _ = endpoint.await;
+    result.context("sink")?;
+    Ok(())
+}
+
+/// Cancels `shutdown` on SIGTERM or ctrl-c.
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(error) => {
+                    tracing::warn!(%error, "SIGTERM not watched; ctrl-c only");
+                    let _ = ctrl_c.await;
+                    shutdown.cancel();
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown requested: storing the current batch");
+    shutdown.cancel();
+}
