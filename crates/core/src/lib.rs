@@ -23,6 +23,7 @@
 
 pub mod avro;
 pub mod carrier;
+pub mod config;
 pub mod error;
 pub mod events;
 pub mod kafka;
