@@ -39,6 +39,8 @@
 pub mod client;
 mod error;
 pub mod framing;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod pdu;
 mod rate;
 mod result_code;

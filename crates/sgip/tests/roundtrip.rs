@@ -324,3 +324,33 @@ fn submit_counts_and_lengths_are_checked() {
         Err(Error::FieldTooLong { .. })
     ));
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3000))]
+
+    /// The fuzz target's oracle, driven by random streams of valid frames with
+    /// random edits: the stable-toolchain stand-in for `cargo fuzz run decode`.
+    #[test]
+    fn fuzz_oracle_holds_for_mutated_streams(
+        pdus in vec(pdu(), 1..4),
+        edits in vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+        tail in vec(any::<u8>(), 0..40),
+    ) {
+        let mut wire = BytesMut::new();
+        for p in &pdus {
+            p.encode(&mut wire);
+        }
+        let mut data = wire.to_vec();
+        let clean = edits.is_empty();
+        for (at, value) in edits {
+            let i = at.index(data.len());
+            data[i] = value;
+        }
+        let decoded = sgip::fuzzing::check_decoder(&data);
+        if clean && pdus.iter().all(|p| p.encoded_len() <= DEFAULT_MAX_FRAME_LEN) {
+            prop_assert_eq!(decoded, pdus.len());
+        }
+        data.extend_from_slice(&tail);
+        sgip::fuzzing::check_decoder(&data);
+    }
+}
