@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 use sms_core::events::{
     CarrierReport, DeadLetter, DeadLetterError, DispatchEvent, DispatchOutcome, FailureCategory,
-    FinalState, FinalStatus, Millis, RefusalReason, ReportState, SmsRequest,
-    SubscriptionRecord, SubscriptionSource, SubscriptionState, UplinkMessage,
+    FinalState, FinalStatus, Millis, RefusalReason, ReportState, SmsRequest, SubscriptionRecord,
+    SubscriptionSource, SubscriptionState, UplinkMessage,
 };
 
 use crate::privacy::stored_text;

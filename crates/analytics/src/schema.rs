@@ -9,6 +9,8 @@
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 
+use sms_core::carrier::CARRIER_CODES;
+
 use crate::config::ClickHouseSettings;
 use crate::error::AnalyticsError;
 
@@ -63,10 +65,59 @@ pub struct MigrationReport {
     pub already_applied: usize,
 }
 
-/// Creates the database if needed and applies the migrations not yet
-/// recorded, with `{ttl_months}` replaced.
+/// Creates the database if needed, applies the migrations not yet recorded
+/// (with `{ttl_months}` replaced), and writes the carrier's error codes.
 pub async fn migrate(
     settings: &ClickHouseSettings,
+    ttl_months: u32,
+) -> Result<MigrationReport, AnalyticsError> {
+    let report = apply(settings, MIGRATIONS, ttl_months).await?;
+    seed_carrier_codes(settings).await?;
+    Ok(report)
+}
+
+/// One row of `carrier_error_codes`.
+#[derive(Debug, Row, Serialize, Deserialize)]
+struct CarrierCodeRow {
+    code: i32,
+    category: String,
+    description_zh: String,
+    description_en: String,
+}
+
+/// Writes the carrier's error codes from `sms_core::carrier` into
+/// `carrier_error_codes`, with code 0 ("no error"); rows already there with
+/// the same code are replaced.
+pub async fn seed_carrier_codes(settings: &ClickHouseSettings) -> Result<usize, AnalyticsError> {
+    let failed = |e| AnalyticsError::clickhouse("writing carrier_error_codes", e);
+    let mut rows = vec![CarrierCodeRow {
+        code: 0,
+        category: "NONE".into(),
+        description_zh: "无错误，命令正确接收".into(),
+        description_en: "no error; command accepted".into(),
+    }];
+    rows.extend(CARRIER_CODES.iter().map(|c| CarrierCodeRow {
+        code: i32::from(c.code),
+        category: crate::rows::failure_category(c.category).into(),
+        description_zh: c.zh.into(),
+        description_en: c.en.into(),
+    }));
+    let client = settings.client();
+    let mut insert = client
+        .insert::<CarrierCodeRow>("carrier_error_codes")
+        .await
+        .map_err(failed)?;
+    for row in &rows {
+        insert.write(row).await.map_err(failed)?;
+    }
+    insert.end().await.map_err(failed)?;
+    Ok(rows.len())
+}
+
+/// Applies `migrations` (in the given order) that are not yet recorded.
+pub async fn apply(
+    settings: &ClickHouseSettings,
+    migrations: &[Migration],
     ttl_months: u32,
 ) -> Result<MigrationReport, AnalyticsError> {
     settings
@@ -91,7 +142,7 @@ pub async fn migrate(
         .map_err(|e| AnalyticsError::clickhouse("reading schema_migrations", e))?;
 
     let mut report = MigrationReport::default();
-    for migration in MIGRATIONS {
+    for migration in migrations {
         if applied.contains(&migration.version) {
             report.already_applied += 1;
             continue;
