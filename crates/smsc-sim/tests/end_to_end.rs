@@ -408,3 +408,71 @@ async fn uplink_messages_reach_the_handler_and_reassemble() {
     let _ = rig.stop_server.send(());
     rig.sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_and_doubled_reports_reach_the_handler() {
+    let rig = rig(
+        |c| {
+            c.faults.duplicate_reports = true;
+            c.faults.report_extra_delay_ms = 300;
+        },
+        0,
+    )
+    .await;
+    let pool = Pool::start(pool_config(&rig.sim, 1)).unwrap();
+    let started = std::time::Instant::now();
+    let triples = send_text(&pool, "18612341234", "您的驾驶证即将到期", 0).await;
+    let recorder = rig.recorder.clone();
+    wait_for("both copies", || {
+        recorder.0.lock().unwrap().reports.len() >= 2
+    })
+    .await;
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    {
+        let received = rig.recorder.0.lock().unwrap();
+        assert!(received
+            .reports
+            .iter()
+            .all(|(_, r)| r.submit_sequence == triples[0]));
+        // The copy comes under its own header triple.
+        assert_ne!(
+            received.reports[0].0.sequence,
+            received.reports[1].0.sequence
+        );
+    }
+    assert_eq!(rig.sim.counts().reports_scheduled, 2);
+    pool.close().await;
+    let _ = rig.stop_server.send(());
+    rig.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_shares_one_rate_limit_between_its_connections() {
+    let rig = rig(|_| {}, 0).await;
+    let mut config = pool_config(&rig.sim, 3);
+    config.rate_limit_per_sec = 20;
+    let pool = Pool::start(config).unwrap();
+    let started = std::time::Instant::now();
+    let mut calls = Vec::new();
+    for i in 0..12u32 {
+        let pool = pool.clone();
+        calls.push(tokio::spawn(async move {
+            let segment = text::split(&format!("限速{i}"), CodingChoice::Auto, 0)
+                .unwrap()
+                .remove(0);
+            pool.submit(&SubmitRequest::new("18612341234", "10655", "T", segment))
+                .await
+        }));
+    }
+    for call in calls {
+        assert!(call.await.unwrap().unwrap().is_accepted());
+    }
+    // A burst of 2 then 20 per second: 12 submits need at least 0.5 s.
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(450), "{elapsed:?}");
+    let used = pool.sessions().iter().filter(|s| s.is_connected()).count();
+    assert!(used >= 1);
+    pool.close().await;
+    let _ = rig.stop_server.send(());
+    rig.sim.shutdown().await;
+}
