@@ -154,6 +154,11 @@ impl Correlator {
         *next = (*next).max(at.offset + 1);
     }
 
+    /// Notes a record that leaves no state behind (it went to the dead-letter topic).
+    pub fn on_skipped(&mut self, at: &Position) {
+        self.advance(at);
+    }
+
     /// Feeds one dispatch event.
     pub fn on_dispatch(
         &mut self,
