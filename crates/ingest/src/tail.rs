@@ -48,23 +48,28 @@ pub fn spawn(
     shutdown: CancellationToken,
     mut apply: impl FnMut(Tailed<'_>) + Send + 'static,
 ) -> Result<(CaughtUp, tokio::task::JoinHandle<()>), IngestError> {
-    let consumer: StreamConsumer = settings
-        .consumer_config("ingest-tail", "ingest-tail-unused")
-        .create()
-        .map_err(IngestError::KafkaSetup)?;
+    let consumer: Arc<StreamConsumer> = Arc::new(
+        settings
+            .consumer_config("ingest-tail", "ingest-tail-unused")
+            .create()
+            .map_err(IngestError::KafkaSetup)?,
+    );
     let caught_up = CaughtUp::default();
     let flag = caught_up.clone();
     let handle = tokio::spawn(async move {
         let ends = loop {
-            match assign_all(&consumer, &topic).await {
-                Ok(ends) => break ends,
-                Err(e) => {
+            // Metadata and watermark calls block; keep them off the runtime.
+            let (c, t) = (consumer.clone(), topic.clone());
+            match tokio::task::spawn_blocking(move || assign_all(&c, &t)).await {
+                Ok(Ok(ends)) => break ends,
+                Ok(Err(e)) => {
                     tracing::warn!(%topic, error = %e, "cannot read topic metadata; retrying");
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
                         _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                     }
                 }
+                Err(_) => return,
             }
         };
         let mut remaining: HashMap<i32, i64> =
@@ -112,7 +117,7 @@ pub fn spawn(
 
 /// Assigns every partition of `topic` from the beginning; returns each
 /// partition's end offset at this moment.
-async fn assign_all(
+fn assign_all(
     consumer: &StreamConsumer,
     topic: &str,
 ) -> Result<Vec<(i32, i64)>, rdkafka::error::KafkaError> {
