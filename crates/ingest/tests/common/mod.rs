@@ -25,6 +25,7 @@ pub struct TestIngest {
     pub base: String,
     pub kafka: KafkaSettings,
     pub http: reqwest::Client,
+    pub bridge_group: String,
 }
 
 /// A configuration for `kafka` with the test clients and a template.
@@ -67,6 +68,7 @@ pub async fn start(label: &str) -> TestIngest {
 
 pub async fn start_with(config: Config) -> TestIngest {
     let kafka = config.kafka.clone();
+    let bridge_group = config.bridge.group_id.clone();
     let service = Ingest::start(config).await.expect("ingest starts");
     let base = format!("http://{}", service.local_addr());
     TestIngest {
@@ -74,6 +76,7 @@ pub async fn start_with(config: Config) -> TestIngest {
         base,
         kafka,
         http: reqwest::Client::new(),
+        bridge_group,
     }
 }
 
