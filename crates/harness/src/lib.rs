@@ -137,7 +137,110 @@ pub async fn kafka_for_test(label: &str, partitions: i32) -> Result<KafkaSetting
     create_topics(&admin, &specs, 1)
         .await
         .map_err(|e| HarnessError(format!("creating test topics: {e}")))?;
+    wait_for_topics(&settings, &specs).await?;
     Ok(settings)
+}
+
+/// Reads `topic` from the beginning with a fresh consumer group (committed
+/// records only) until `count` records of type `T` have been read or
+/// `within` has passed; returns what was read, with undecodable records
+/// counted as errors in the second element.
+pub async fn read_topic<T: sms_core::avro::AvroRecord>(
+    kafka: &KafkaSettings,
+    topic: &str,
+    count: usize,
+    within: std::time::Duration,
+) -> Result<(Vec<T>, usize), HarnessError> {
+    use futures::StreamExt;
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::Message;
+
+    let consumer: StreamConsumer = kafka
+        .consumer_config("harness-reader", &unique_name("reader"))
+        .create()
+        .map_err(|e| HarnessError(format!("creating a reader: {e}")))?;
+    consumer
+        .subscribe(&[topic])
+        .map_err(|e| HarnessError(format!("subscribing to {topic}: {e}")))?;
+    let codec = sms_core::avro::AvroCodec::single_object();
+    let mut records = Vec::new();
+    let mut undecodable = 0;
+    let mut stream = consumer.stream();
+    let deadline = tokio::time::Instant::now() + within;
+    while records.len() + undecodable < count {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(Ok(message))) => match codec
+                .decode::<T>(message.payload().unwrap_or_default())
+                .await
+            {
+                Ok(record) => records.push(record),
+                Err(_) => undecodable += 1,
+            },
+            // A topic this young may not be known to every part of the broker yet.
+            Ok(Some(Err(rdkafka::error::KafkaError::MessageConsumption(
+                rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
+            )))) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            Ok(Some(Err(e))) => return Err(HarnessError(format!("reading {topic}: {e}"))),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    Ok((records, undecodable))
+}
+
+/// Writes `record` to `topic` under `key` and waits for Kafka's acknowledgement.
+pub async fn produce<T: sms_core::avro::AvroRecord>(
+    producer: &rdkafka::producer::FutureProducer,
+    topic: &str,
+    key: &str,
+    record: &T,
+) -> Result<(), HarnessError> {
+    let payload = sms_core::avro::AvroCodec::single_object()
+        .encode(record)
+        .map_err(|e| HarnessError(format!("encoding: {e}")))?;
+    producer
+        .send(
+            rdkafka::producer::FutureRecord::to(topic)
+                .key(key)
+                .payload(&payload),
+            std::time::Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(e, _)| HarnessError(format!("producing to {topic}: {e}")))?;
+    Ok(())
+}
+
+/// Waits until the broker's metadata lists every topic with its partitions,
+/// so a consumer started next does not see them as unknown.
+async fn wait_for_topics(
+    settings: &KafkaSettings,
+    specs: &[sms_core::kafka::TopicSpec],
+) -> Result<(), HarnessError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = settings
+        .consumer_config("harness-metadata", "harness-metadata")
+        .create()
+        .map_err(|e| HarnessError(format!("creating a metadata client: {e}")))?;
+    for _ in 0..100 {
+        let ready = consumer
+            .fetch_metadata(None, std::time::Duration::from_secs(5))
+            .is_ok_and(|m| {
+                specs.iter().all(|spec| {
+                    m.topics().iter().any(|t| {
+                        t.name() == spec.name
+                            && t.error().is_none()
+                            && t.partitions().len() as i32 == spec.partitions
+                            && t.partitions().iter().all(|p| p.leader() >= 0)
+                    })
+                })
+            });
+        if ready {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Err(HarnessError(
+        "test topics did not appear in the broker's metadata within 10 s".into(),
+    ))
 }
 
 /// A test's own ClickHouse database, created empty; the client points at it.
