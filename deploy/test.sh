@@ -27,4 +27,5 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace --no-fail-fast
 echo "== chDB front tests"
+deploy/clickhouse/install.sh
 deploy/clickhouse/venv/bin/python -m pytest deploy/clickhouse -q
