@@ -14,8 +14,18 @@ pub struct CarrierCode {
     pub en: &'static str,
 }
 
-const fn code(code: u8, category: FailureCategory, zh: &'static str, en: &'static str) -> CarrierCode {
-    CarrierCode { code, category, zh, en }
+const fn code(
+    code: u8,
+    category: FailureCategory,
+    zh: &'static str,
+    en: &'static str,
+) -> CarrierCode {
+    CarrierCode {
+        code,
+        category,
+        zh,
+        en,
+    }
 }
 
 use FailureCategory::*;
@@ -37,10 +47,25 @@ pub const CARRIER_CODES: &[CarrierCode] = &[
     code(22, Network, "路由错", "routing error"),
     code(23, Network, "路由不存在", "no route"),
     code(24, Other, "计费号码无效", "invalid charge number"),
-    code(25, PoweredOff, "用户不能通信", "user cannot be reached (switched off or out of coverage)"),
+    code(
+        25,
+        PoweredOff,
+        "用户不能通信",
+        "user cannot be reached (switched off or out of coverage)",
+    ),
     code(26, PoweredOff, "手机内存不足", "handset memory full"),
-    code(27, Other, "手机不支持短消息", "handset does not support SMS"),
-    code(28, Other, "手机接收短消息出现错误", "handset error receiving the SMS"),
+    code(
+        27,
+        Other,
+        "手机不支持短消息",
+        "handset does not support SMS",
+    ),
+    code(
+        28,
+        Other,
+        "手机接收短消息出现错误",
+        "handset error receiving the SMS",
+    ),
     code(29, NoSuchNumber, "不知道的用户", "unknown user"),
     code(30, Other, "不提供此功能", "function not provided"),
     code(31, Other, "非法设备", "illegal device"),
@@ -49,19 +74,59 @@ pub const CARRIER_CODES: &[CarrierCode] = &[
     code(51, Network, "尚未建立连接", "not connected"),
     code(52, Network, "尚未成功登录", "not logged in"),
     code(53, Network, "发送消息失败", "send failed"),
-    code(54, Network, "超时未接收到响应消息", "timed out waiting for a response"),
-    code(55, Network, "等待状态报告超时", "timed out waiting for a status report"),
-    code(56, Suspended, "鉴权时用户状态异常", "user state abnormal at authentication"),
+    code(
+        54,
+        Network,
+        "超时未接收到响应消息",
+        "timed out waiting for a response",
+    ),
+    code(
+        55,
+        Network,
+        "等待状态报告超时",
+        "timed out waiting for a status report",
+    ),
+    code(
+        56,
+        Suspended,
+        "鉴权时用户状态异常",
+        "user state abnormal at authentication",
+    ),
     code(61, Expired, "有效时间已经过期", "validity period expired"),
-    code(62, Expired, "定时发送时间已经过期", "schedule time already passed"),
-    code(68, NoSuchNumber, "用户鉴权失败", "user authentication failed"),
+    code(
+        62,
+        Expired,
+        "定时发送时间已经过期",
+        "schedule time already passed",
+    ),
+    code(
+        68,
+        NoSuchNumber,
+        "用户鉴权失败",
+        "user authentication failed",
+    ),
     code(69, Blacklisted, "黑名单用户", "blacklisted user"),
-    code(70, Network, "网络断连或目的设备关闭接口", "network down or peer interface closed"),
+    code(
+        70,
+        Network,
+        "网络断连或目的设备关闭接口",
+        "network down or peer interface closed",
+    ),
     code(72, Network, "路由不存在", "no route"),
     code(73, Network, "响应超时", "response timeout"),
-    code(88, Network, "流量控制错", "flow control: traffic over the limit"),
+    code(
+        88,
+        Network,
+        "流量控制错",
+        "flow control: traffic over the limit",
+    ),
     code(108, Suspended, "停机用户", "suspended user"),
-    code(110, Blacklisted, "黑名单或非活动用户", "blacklisted or inactive user"),
+    code(
+        110,
+        Blacklisted,
+        "黑名单或非活动用户",
+        "blacklisted or inactive user",
+    ),
 ];
 
 /// The entry for `code`, if the table knows it.
