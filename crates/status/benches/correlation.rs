@@ -55,7 +55,11 @@ fn report(n: u32, now: Millis) -> CarrierReport {
 fn resident_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
         .map_or(0, |pages| pages * 4096)
 }
 
@@ -64,7 +68,11 @@ fn memory_per_pending(count: u32) -> f64 {
     let before = resident_bytes();
     let mut correlator = Correlator::new(Limits::default());
     for n in 0..count {
-        let at = Position { topic: "sms.dispatch".into(), partition: (n % 6) as i32, offset: i64::from(n) };
+        let at = Position {
+            topic: "sms.dispatch".into(),
+            partition: (n % 6) as i32,
+            offset: i64::from(n),
+        };
         correlator.on_dispatch(event(n, now), at, now);
     }
     let after = resident_bytes();
@@ -74,8 +82,13 @@ fn memory_per_pending(count: u32) -> f64 {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let count: u32 = std::env::var("BENCH_REPORTS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
-    let kafka = sms_harness::kafka_for_test("bench_status", 6).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let count: u32 = std::env::var("BENCH_REPORTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let kafka = sms_harness::kafka_for_test("bench_status", 6)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let topics = kafka.topics();
     let codec = AvroCodec::single_object();
     let producer: FutureProducer = kafka.producer_config("bench").create()?;
@@ -85,10 +98,18 @@ async fn main() -> anyhow::Result<()> {
         let e = event(n, now);
         let r = report(n, now);
         producer
-            .send_result(FutureRecord::to(&topics.dispatch).key(&e.phone).payload(&codec.encode(&e)?))
+            .send_result(
+                FutureRecord::to(&topics.dispatch)
+                    .key(&e.phone)
+                    .payload(&codec.encode(&e)?),
+            )
             .map_err(|(e, _)| e)?;
         loop {
-            match producer.send_result(FutureRecord::to(&topics.reports).key(&r.phone).payload(&codec.encode(&r)?)) {
+            match producer.send_result(
+                FutureRecord::to(&topics.reports)
+                    .key(&r.phone)
+                    .payload(&codec.encode(&r)?),
+            ) {
                 Ok(_) => break,
                 Err((_, _)) => producer.poll(Duration::from_millis(10)),
             }
@@ -98,31 +119,55 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("wrote {count} dispatch events and {count} reports");
 
     let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let settings = CorrelationSettings { max_batch: 20_000, commit_interval_ms: 200, ..CorrelationSettings::default() };
+    let settings = CorrelationSettings {
+        max_batch: 20_000,
+        commit_interval_ms: 200,
+        ..CorrelationSettings::default()
+    };
     let started = Instant::now();
-    let run = tokio::spawn(status::consumer::run(kafka.clone(), settings, codec, shutdown));
+    let run = tokio::spawn(status::consumer::run(
+        kafka.clone(),
+        settings,
+        codec,
+        shutdown,
+    ));
 
     // Time from the first final status to the last.
-    let (first, _) = sms_harness::read_topic::<FinalStatus>(&kafka, &topics.status, 1, Duration::from_secs(120))
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let first_at = Instant::now();
-    anyhow::ensure!(!first.is_empty(), "no final status appeared");
-    let (all, _) =
-        sms_harness::read_topic::<FinalStatus>(&kafka, &topics.status, count as usize, Duration::from_secs(600))
+    let (first, _) =
+        sms_harness::read_topic::<FinalStatus>(&kafka, &topics.status, 1, Duration::from_secs(120))
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let first_at = Instant::now();
+    anyhow::ensure!(!first.is_empty(), "no final status appeared");
+    let (all, _) = sms_harness::read_topic::<FinalStatus>(
+        &kafka,
+        &topics.status,
+        count as usize,
+        Duration::from_secs(600),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     let done_at = Instant::now();
     let _ = stop.send(true);
     let _ = run.await;
-    anyhow::ensure!(all.len() == count as usize, "only {} of {count} final statuses", all.len());
+    anyhow::ensure!(
+        all.len() == count as usize,
+        "only {} of {count} final statuses",
+        all.len()
+    );
 
     let steady = done_at.duration_since(first_at).as_secs_f64().max(1e-3);
     let total = done_at.duration_since(started).as_secs_f64();
     let per_pending = memory_per_pending(100_000);
     println!("status correlation: {count} reports joined to {count} dispatch events");
-    println!("  throughput        {:.0} reports/s (first to last final status, {steady:.2} s)", f64::from(count) / steady);
-    println!("  including start   {:.0} reports/s ({total:.2} s, group join and rebuild included)", f64::from(count) / total);
+    println!(
+        "  throughput        {:.0} reports/s (first to last final status, {steady:.2} s)",
+        f64::from(count) / steady
+    );
+    println!(
+        "  including start   {:.0} reports/s ({total:.2} s, group join and rebuild included)",
+        f64::from(count) / total
+    );
     println!("  memory            {per_pending:.0} bytes per pending message (resident growth over 100000 pending)");
     Ok(())
 }
