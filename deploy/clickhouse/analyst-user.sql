@@ -32,7 +32,7 @@ GRANT SELECT(event_id, event_time, event_kind, message_id, request_id, client_id
 
 CREATE USER IF NOT EXISTS analyst
     IDENTIFIED WITH sha256_password BY 'CHANGE-ME'
-    DEFAULT ROLE analyst_reader
     SETTINGS readonly = 1;
 
 GRANT analyst_reader TO analyst;
+SET DEFAULT ROLE analyst_reader TO analyst;

@@ -19,9 +19,7 @@ use analytics::store::EventStore;
 use analytics::{schema, AnalyticsConfig, Sink};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sms_core::avro::AvroCodec;
-use sms_core::events::{
-    now_millis, FailureCategory, FinalState, FinalStatus, MessageKind,
-};
+use sms_core::events::{now_millis, FailureCategory, FinalState, FinalStatus, MessageKind};
 use tokio_util::sync::CancellationToken;
 
 fn status(n: usize, now: i64) -> FinalStatus {
@@ -32,7 +30,11 @@ fn status(n: usize, now: i64) -> FinalStatus {
         request_id: format!("req-{n}"),
         phone: format!("86130{:08}", n % 100_000_000),
         kind: MessageKind::ALL[n % 3],
-        status: if delivered { FinalState::Delivered } else { FinalState::Failed },
+        status: if delivered {
+            FinalState::Delivered
+        } else {
+            FinalState::Failed
+        },
         failure_category: (!delivered).then_some(FailureCategory::PoweredOff),
         error_code: (!delivered).then_some(25),
         refusal_reason: None,
