@@ -1,0 +1,548 @@
+//! The policy every request passes before the gateway, and the per-partition ledger it reads: duplicates, frequency caps, spend.
+//!
+//! The checks run in this order; the first that fails is the refusal:
+//!
+//! 1. **duplicate**: the message id already has a final dispatch event
+//!    (SUBMITTED, REFUSED, FAILED) or an event for this attempt or a later
+//!    one. It runs first, not fifth as a plain list of rules would put it,
+//!    because a message already decided must not be decided again: an
+//!    expired copy of a submitted message would otherwise get a second,
+//!    contradicting event;
+//! 2. **expired**: `expires_at` has passed;
+//! 3. **not Unicom**: the number is outside China Unicom's ranges
+//!    (NOT_UNICOM), or not a normalised mainland mobile number at all
+//!    (INVALID_REQUEST);
+//! 4. **not subscribed**: the recipient's subscription record does not allow
+//!    the kind (skipped for source SYSTEM and when not required);
+//! 5. **content**: forbidden words, forbidden patterns (advertising markers),
+//!    missing signature (CONTENT_POLICY, the matched rule in `detail`), or
+//!    empty or over-long text and a bad extension (INVALID_REQUEST);
+//! 6. **frequency cap**: per recipient and kind, counted from SUBMITTED events;
+//! 7. **budget**: the partition's share of the monthly and contract ceilings.
+//!
+//! The [`Ledger`] of a partition is rebuilt from that partition of
+//! `sms.dispatch` on each assignment and fed every event written since, so
+//! duplicates, caps and spend survive restarts and rebalances. Spend is
+//! split by partition (each may spend `1/P` of what is left), which keeps
+//! instances independent; the price of that is that one partition can be
+//! out of budget while another still has some.
+
+use std::collections::{HashMap, VecDeque};
+
+use chrono::{Datelike, FixedOffset, TimeZone, Utc};
+use regex::Regex;
+use sgip::text::BillingRule;
+use sms_core::events::{
+    DispatchEvent, DispatchOutcome, MessageKind, Millis, RefusalReason, RequestSource, SmsRequest,
+};
+use sms_core::validate::{check_extension, check_times, NumberRanges, Refusal, Validator};
+use sms_core::CoreError;
+
+use crate::config::{FrequencyCap, PolicySettings};
+
+/// Micro-yuan: money as an integer.
+type Micros = u64;
+
+fn micros(yuan: f64) -> Micros {
+    (yuan * 1_000_000.0).round().max(0.0) as Micros
+}
+
+/// What the policy decided for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send it; it will bill `billed` segments costing `cost` micro-yuan.
+    Submit { billed: u32, cost: u64 },
+    /// Refuse it, with the reason code and the rule that matched.
+    Refuse {
+        reason: RefusalReason,
+        detail: String,
+    },
+}
+
+impl Verdict {
+    fn refuse(reason: RefusalReason, detail: impl Into<String>) -> Self {
+        Self::Refuse {
+            reason,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// The configured rules, shared by every partition.
+#[derive(Debug)]
+pub struct Policy {
+    validator: Validator,
+    patterns: Vec<(String, Regex)>,
+    settings: PolicySettings,
+    price: Micros,
+}
+
+impl Policy {
+    /// Builds the rules; fails on a bad range file, text rules or pattern.
+    pub fn new(settings: &PolicySettings) -> Result<Self, CoreError> {
+        let ranges = NumberRanges::from_path(settings.number_ranges.as_deref())?;
+        let validator = Validator::new(ranges, settings.text.clone())?;
+        let patterns = settings
+            .forbidden_patterns
+            .iter()
+            .map(|p| {
+                Regex::new(p)
+                    .map(|r| (p.clone(), r))
+                    .map_err(|e| CoreError::Config {
+                        key: "policy.forbidden_patterns".into(),
+                        message: format!("{p}: {e}"),
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            validator,
+            patterns,
+            price: micros(settings.budget.price_yuan),
+            settings: settings.clone(),
+        })
+    }
+
+    /// The billing rule in force.
+    pub fn billing(&self) -> &BillingRule {
+        &self.settings.billing
+    }
+
+    /// The segments the carrier bills for `text`.
+    pub fn billed_segments(&self, text: &str) -> u32 {
+        self.settings.billing.billed_segments(text).segments
+    }
+
+    /// Decides one request of a partition out of `partitions`, at `now`.
+    /// `subscribed` answers whether the recipient's record allows the kind.
+    pub fn decide(
+        &self,
+        request: &SmsRequest,
+        now: Millis,
+        ledger: &Ledger,
+        partitions: usize,
+        subscribed: impl FnOnce(&str, MessageKind) -> bool,
+    ) -> Verdict {
+        if let Some(detail) = ledger.duplicate(request) {
+            return Verdict::refuse(RefusalReason::Duplicate, detail);
+        }
+        if check_times(now, request.expires_at, None) == Err(Refusal::Expired) {
+            return Verdict::refuse(RefusalReason::Expired, Refusal::Expired.code());
+        }
+        match self.validator.phone(&request.phone) {
+            Ok(phone) if phone == request.phone => {}
+            Ok(_) => {
+                return Verdict::refuse(RefusalReason::InvalidRequest, "number_not_normalised")
+            }
+            Err(refusal) => return Verdict::refuse(refusal.reason(), refusal.code()),
+        }
+        let checked = request.source == RequestSource::System
+            || !self.settings.require_subscription
+            || subscribed(&request.phone, request.kind);
+        if !checked {
+            return Verdict::refuse(RefusalReason::NotSubscribed, request.kind.as_str());
+        }
+        if let Some(refusal) = self.content(request) {
+            return refusal;
+        }
+        if let Some(cap) = ledger.capped(request, now, self.settings.caps(request.kind)) {
+            return Verdict::refuse(
+                RefusalReason::FrequencyCap,
+                format!("at most {} in {} ms", cap.max, cap.window_ms),
+            );
+        }
+        let billed = self.billed_segments(&request.text);
+        let cost = u64::from(billed) * self.price;
+        if let Some(ceiling) = ledger.over_budget(now, cost, &self.settings, partitions) {
+            return Verdict::refuse(RefusalReason::BudgetExhausted, ceiling);
+        }
+        Verdict::Submit { billed, cost }
+    }
+
+    fn content(&self, request: &SmsRequest) -> Option<Verdict> {
+        let text = match self.validator.text(&request.text) {
+            Ok(text) => text,
+            Err(refusal) => {
+                let detail = match &refusal {
+                    Refusal::ForbiddenContent { word } => format!("forbidden_word: {word}"),
+                    other => other.code().to_string(),
+                };
+                return Some(Verdict::refuse(refusal.reason(), detail));
+            }
+        };
+        if text != request.text {
+            return Some(Verdict::refuse(
+                RefusalReason::ContentPolicy,
+                "missing_signature",
+            ));
+        }
+        if let Some((pattern, _)) = self.patterns.iter().find(|(_, r)| r.is_match(&text)) {
+            return Some(Verdict::refuse(
+                RefusalReason::ContentPolicy,
+                format!("forbidden_pattern: {pattern}"),
+            ));
+        }
+        if let Some(extension) = &request.sp_extension {
+            if let Err(refusal) = check_extension(extension) {
+                return Some(Verdict::refuse(refusal.reason(), refusal.code()));
+            }
+        }
+        None
+    }
+
+    /// The price of one billed segment, in micro-yuan.
+    pub fn price(&self) -> u64 {
+        self.price
+    }
+}
+
+/// What is known of one message id.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    attempt: i32,
+    terminal: bool,
+    at: Millis,
+}
+
+/// The state of one request partition, rebuilt from `sms.dispatch`.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    seen: HashMap<String, Seen>,
+    /// Submit times by recipient and kind.
+    sent: HashMap<(String, MessageKind), VecDeque<Millis>>,
+    month_start: Millis,
+    month_spend: Micros,
+    /// Cost of messages decided and not yet answered.
+    reserved: Micros,
+}
+
+/// The first millisecond of the calendar month of `now`, Beijing time.
+pub fn month_start(now: Millis) -> Millis {
+    let Some(beijing) = FixedOffset::east_opt(8 * 3600) else {
+        return 0;
+    };
+    let local = Utc
+        .timestamp_millis_opt(now)
+        .single()
+        .map(|t| t.with_timezone(&beijing));
+    local
+        .and_then(|t| {
+            beijing
+                .with_ymd_and_hms(t.year(), t.month(), 1, 0, 0, 0)
+                .single()
+        })
+        .map_or(0, |t| t.timestamp_millis())
+}
+
+impl Ledger {
+    /// Notes an event written to (or read back from) `sms.dispatch`.
+    pub fn record(&mut self, event: &DispatchEvent, price: u64) {
+        if event.reason == Some(RefusalReason::Duplicate) {
+            return;
+        }
+        let terminal = event.outcome != DispatchOutcome::Retrying;
+        let seen = self.seen.entry(event.message_id.clone()).or_insert(Seen {
+            attempt: event.attempt,
+            terminal,
+            at: event.dispatched_at,
+        });
+        seen.attempt = seen.attempt.max(event.attempt);
+        seen.terminal |= terminal;
+        seen.at = seen.at.max(event.dispatched_at);
+        if event.outcome == DispatchOutcome::Submitted {
+            self.sent
+                .entry((event.phone.clone(), event.kind))
+                .or_default()
+                .push_back(event.dispatched_at);
+            self.roll_month(event.dispatched_at);
+            if event.dispatched_at >= self.month_start {
+                let billed = u64::try_from(event.billed_segments).unwrap_or(0);
+                self.month_spend += billed * price;
+            }
+        }
+    }
+
+    fn roll_month(&mut self, now: Millis) {
+        let start = month_start(now);
+        if start > self.month_start {
+            self.month_start = start;
+            self.month_spend = 0;
+        }
+    }
+
+    fn duplicate(&self, request: &SmsRequest) -> Option<String> {
+        let seen = self.seen.get(&request.message_id)?;
+        if seen.terminal {
+            Some("already dispatched".into())
+        } else if seen.attempt >= request.attempt {
+            Some(format!("attempt {} already made", request.attempt))
+        } else {
+            None
+        }
+    }
+
+    fn capped(
+        &self,
+        request: &SmsRequest,
+        now: Millis,
+        caps: &[FrequencyCap],
+    ) -> Option<FrequencyCap> {
+        let sent = self.sent.get(&(request.phone.clone(), request.kind))?;
+        caps.iter().copied().find(|cap| {
+            let since = now - cap.window_ms;
+            let count = sent.iter().rev().take_while(|at| **at > since).count();
+            count >= cap.max as usize
+        })
+    }
+
+    fn over_budget(
+        &self,
+        now: Millis,
+        cost: Micros,
+        settings: &PolicySettings,
+        partitions: usize,
+    ) -> Option<String> {
+        let partitions = partitions.max(1) as u64;
+        let spend = if month_start(now) > self.month_start {
+            0
+        } else {
+            self.month_spend
+        };
+        let after = spend + self.reserved + cost;
+        let budget = &settings.budget;
+        let contract_left = micros(budget.contract_yuan - budget.contract_spent_yuan);
+        if after > contract_left / partitions {
+            return Some("contract".into());
+        }
+        if budget.monthly_yuan > 0.0 && after > micros(budget.monthly_yuan) / partitions {
+            return Some("monthly".into());
+        }
+        None
+    }
+
+    /// Holds `cost` while a message is at the gateway.
+    pub fn reserve(&mut self, cost: u64) {
+        self.reserved += cost;
+    }
+
+    /// Releases what [`Ledger::reserve`] held.
+    pub fn release(&mut self, cost: u64) {
+        self.reserved = self.reserved.saturating_sub(cost);
+    }
+
+    /// Forgets message ids and submit times older than `window_ms`.
+    pub fn prune(&mut self, now: Millis, window_ms: i64) {
+        let since = now - window_ms;
+        self.seen.retain(|_, seen| seen.at > since);
+        self.sent.retain(|_, times| {
+            while times.front().is_some_and(|at| *at <= since) {
+                times.pop_front();
+            }
+            !times.is_empty()
+        });
+    }
+
+    /// Message ids remembered.
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// Whether nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PolicySettings;
+    use sms_core::events::SequenceTriple;
+
+    const NOW: Millis = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+
+    fn request(id: &str, kind: MessageKind, text: &str) -> SmsRequest {
+        SmsRequest {
+            message_id: id.into(),
+            request_id: format!("r-{id}"),
+            client_id: "c".into(),
+            phone: "8618612341234".into(),
+            kind,
+            text: text.into(),
+            template_id: None,
+            sp_extension: None,
+            source: RequestSource::Http,
+            accepted_at: NOW,
+            expires_at: None,
+            scheduled_at: None,
+            attempt: 0,
+            not_before: None,
+        }
+    }
+
+    fn submitted(request: &SmsRequest, at: Millis) -> DispatchEvent {
+        DispatchEvent {
+            message_id: request.message_id.clone(),
+            request_id: request.request_id.clone(),
+            phone: request.phone.clone(),
+            kind: request.kind,
+            outcome: DispatchOutcome::Submitted,
+            reason: None,
+            detail: None,
+            gateway_result: Some(0),
+            segments: vec![sms_core::events::SubmittedSegment {
+                index: 1,
+                sequence: SequenceTriple::new(1, 2, 3),
+                submitted_at: at,
+                response_at: Some(at),
+                result: 0,
+            }],
+            billed_segments: 1,
+            attempt: request.attempt,
+            accepted_at: request.accepted_at,
+            dispatched_at: at,
+            not_before: None,
+        }
+    }
+
+    fn reason(verdict: Verdict) -> Option<RefusalReason> {
+        match verdict {
+            Verdict::Refuse { reason, .. } => Some(reason),
+            Verdict::Submit { .. } => None,
+        }
+    }
+
+    #[test]
+    fn each_rule_refuses_with_its_reason() {
+        let policy = Policy::new(&PolicySettings::default()).unwrap();
+        let ledger = Ledger::default();
+        let yes = |_: &str, _: MessageKind| true;
+        let ok = request(
+            "a",
+            MessageKind::Notice,
+            "【交管12123】您的车辆年检即将到期",
+        );
+        assert!(matches!(
+            policy.decide(&ok, NOW, &ledger, 1, yes),
+            Verdict::Submit { billed: 1, .. }
+        ));
+
+        let mut expired = ok.clone();
+        expired.expires_at = Some(NOW - 1);
+        assert_eq!(
+            reason(policy.decide(&expired, NOW, &ledger, 1, yes)),
+            Some(RefusalReason::Expired)
+        );
+
+        let mut mobile = ok.clone();
+        mobile.phone = "8613812341234".into();
+        assert_eq!(
+            reason(policy.decide(&mobile, NOW, &ledger, 1, yes)),
+            Some(RefusalReason::NotUnicom)
+        );
+        mobile.phone = "12345".into();
+        assert_eq!(
+            reason(policy.decide(&mobile, NOW, &ledger, 1, yes)),
+            Some(RefusalReason::InvalidRequest)
+        );
+
+        assert_eq!(
+            reason(policy.decide(&ok, NOW, &ledger, 1, |_, _| false)),
+            Some(RefusalReason::NotSubscribed)
+        );
+        let mut system = ok.clone();
+        system.source = RequestSource::System;
+        assert_eq!(
+            reason(policy.decide(&system, NOW, &ledger, 1, |_, _| false)),
+            None
+        );
+
+        let advert = request("b", MessageKind::Notice, "【交管12123】本店促销");
+        match policy.decide(&advert, NOW, &ledger, 1, yes) {
+            Verdict::Refuse { reason, detail } => {
+                assert_eq!(reason, RefusalReason::ContentPolicy);
+                assert_eq!(detail, "forbidden_word: 促销");
+            }
+            other => panic!("{other:?}"),
+        }
+        let marker = request("c", MessageKind::Notice, "【交管12123】新服务上线，回T退订");
+        match policy.decide(&marker, NOW, &ledger, 1, yes) {
+            Verdict::Refuse { reason, detail } => {
+                assert_eq!(reason, RefusalReason::ContentPolicy);
+                assert!(detail.starts_with("forbidden_pattern"), "{detail}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let unsigned = request("d", MessageKind::Notice, "没有签名");
+        assert_eq!(
+            reason(policy.decide(&unsigned, NOW, &ledger, 1, yes)),
+            Some(RefusalReason::ContentPolicy)
+        );
+    }
+
+    #[test]
+    fn duplicates_caps_and_budget_come_from_the_ledger() {
+        let policy = Policy::new(&PolicySettings::default()).unwrap();
+        let mut ledger = Ledger::default();
+        let yes = |_: &str, _: MessageKind| true;
+        let first = request(
+            "otp-1",
+            MessageKind::VerificationCode,
+            "【交管12123】验证码 123456",
+        );
+        ledger.record(&submitted(&first, NOW), policy.price());
+        assert_eq!(
+            reason(policy.decide(&first, NOW, &ledger, 1, yes)),
+            Some(RefusalReason::Duplicate)
+        );
+
+        let second = request(
+            "otp-2",
+            MessageKind::VerificationCode,
+            "【交管12123】验证码 654321",
+        );
+        assert_eq!(
+            reason(policy.decide(&second, NOW + 30_000, &ledger, 1, yes)),
+            Some(RefusalReason::FrequencyCap)
+        );
+        assert_eq!(
+            reason(policy.decide(&second, NOW + 61_000, &ledger, 1, yes)),
+            None
+        );
+
+        let mut retrying = submitted(&second, NOW);
+        retrying.outcome = DispatchOutcome::Retrying;
+        ledger.record(&retrying, policy.price());
+        let mut again = second.clone();
+        again.attempt = 1;
+        assert_eq!(
+            reason(policy.decide(&again, NOW + 61_000, &ledger, 1, yes)),
+            None
+        );
+        assert_eq!(
+            reason(policy.decide(&second, NOW + 61_000, &ledger, 1, yes)),
+            Some(RefusalReason::Duplicate)
+        );
+
+        let mut tight = PolicySettings::default();
+        tight.budget.contract_yuan = 0.05;
+        let poor = Policy::new(&tight).unwrap();
+        let notice = request("n-1", MessageKind::Notice, "【交管12123】通知");
+        assert_eq!(
+            reason(poor.decide(&notice, NOW, &Ledger::default(), 1, yes)),
+            None
+        );
+        assert_eq!(
+            reason(poor.decide(&notice, NOW, &Ledger::default(), 2, yes)),
+            Some(RefusalReason::BudgetExhausted)
+        );
+    }
+
+    #[test]
+    fn months_start_in_beijing_time() {
+        // 2025-12-31T16:00:00Z is 2026-01-01T00:00 in Beijing.
+        assert_eq!(month_start(NOW), 1_767_196_800_000);
+        let mut ledger = Ledger::default();
+        ledger.prune(NOW, 1);
+        assert!(ledger.is_empty());
+    }
+}
