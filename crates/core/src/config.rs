@@ -30,7 +30,17 @@ pub fn load<T: DeserializeOwned>(
         })?,
         None => String::new(),
     };
-    let mut table: toml::Table = toml::from_str(&text).map_err(|e| CoreError::Config {
+    from_str(&text, prefix, keys, env)
+}
+
+/// As [`load`], from TOML text already read.
+pub fn from_str<T: DeserializeOwned>(
+    text: &str,
+    prefix: &str,
+    keys: &[&str],
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<T, CoreError> {
+    let mut table: toml::Table = toml::from_str(text).map_err(|e| CoreError::Config {
         key: "--config".into(),
         message: e.to_string(),
     })?;

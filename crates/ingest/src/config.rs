@@ -277,27 +277,16 @@ impl Config {
         text: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, IngestError> {
-        let mut table: toml::Table = toml::from_str(text).map_err(|e| IngestError::Config {
-            key: "--config".into(),
-            message: e.to_string(),
-        })?;
-        for (name, value) in env {
-            let Some(path) = name.strip_prefix(ENV_PREFIX) else {
-                continue;
-            };
-            let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
-            if !SECTIONS.contains(&keys[0].as_str()) {
-                continue;
-            }
-            set_path(&mut table, &keys, parse_env_value(&value), &name)?;
-        }
         let config: Config =
-            toml::Value::Table(table)
-                .try_into()
-                .map_err(|e: toml::de::Error| IngestError::Config {
+            sms_core::config::from_str(text, ENV_PREFIX, SECTIONS, env).map_err(|e| match e {
+                sms_core::CoreError::Config { key, message } => {
+                    IngestError::Config { key, message }
+                }
+                other => IngestError::Config {
                     key: "config".into(),
-                    message: e.message().to_string(),
-                })?;
+                    message: other.to_string(),
+                },
+            })?;
         config.check()?;
         Ok(config)
     }
@@ -368,45 +357,6 @@ impl Config {
         }
         Ok(())
     }
-}
-
-/// Reads an override's value: a TOML scalar when it parses as one, else a string.
-fn parse_env_value(raw: &str) -> toml::Value {
-    let probe = format!("v = {raw}");
-    match toml::from_str::<toml::Table>(&probe) {
-        Ok(mut table) => table
-            .remove("v")
-            .unwrap_or_else(|| toml::Value::String(raw.into())),
-        Err(_) => toml::Value::String(raw.into()),
-    }
-}
-
-fn set_path(
-    table: &mut toml::Table,
-    keys: &[String],
-    value: toml::Value,
-    name: &str,
-) -> Result<(), IngestError> {
-    let Some((last, parents)) = keys.split_last() else {
-        return Ok(());
-    };
-    let mut current = table;
-    for key in parents {
-        let entry = current
-            .entry(key.clone())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        current = match entry {
-            toml::Value::Table(inner) => inner,
-            _ => {
-                return Err(IngestError::Config {
-                    key: name.into(),
-                    message: format!("{key} is not a section"),
-                })
-            }
-        };
-    }
-    current.insert(last.clone(), value);
-    Ok(())
 }
 
 #[cfg(test)]
