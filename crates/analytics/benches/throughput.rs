@@ -202,6 +202,15 @@ async fn bulk_rate(events: usize) -> f64 {
     rate
 }
 
+#[derive(Debug, clickhouse::Row, serde::Deserialize)]
+struct MonthlyFigures {
+    volume: u64,
+    billed: u64,
+    delivered: u64,
+    timely: u64,
+    quantiles: Vec<f64>,
+}
+
 /// Fills a month with `messages` final statuses and times the monthly figures.
 async fn monthly_report(messages: usize) {
     let config = database("bench_month").await;
@@ -221,8 +230,9 @@ async fn monthly_report(messages: usize) {
         started.elapsed().as_secs_f64()
     );
     let sql = "SELECT
-            sum(messages), sum(billed_segments), sum(delivered), sum(within_seven_seconds),
-            quantilesTDigestMerge(0.5, 0.9, 0.98, 0.99)(latency_ms)
+            sum(messages) AS volume, sum(billed_segments) AS billed,
+            sum(delivered) AS delivered, sum(within_seven_seconds) AS timely,
+            arrayMap(q -> toFloat64(q), quantilesTDigestMerge(0.5, 0.9, 0.98, 0.99)(latency_ms)) AS quantiles
         FROM sms_monthly
         WHERE month = toStartOfMonth(toDate(now(), 'Asia/Shanghai'))";
     let by_cause = "SELECT failure_category, error_code, sum(failed)
@@ -230,7 +240,13 @@ async fn monthly_report(messages: usize) {
         WHERE month = toStartOfMonth(toDate(now(), 'Asia/Shanghai')) AND failed > 0
         GROUP BY failure_category, error_code ORDER BY 3 DESC";
     let started = Instant::now();
-    let (volume, billed, delivered, timely, quantiles): (u64, u64, u64, u64, Vec<f64>) = client
+    let MonthlyFigures {
+        volume,
+        billed,
+        delivered,
+        timely,
+        quantiles,
+    } = client
         .query(sql)
         .fetch_one()
         .await
