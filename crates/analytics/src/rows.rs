@@ -326,7 +326,7 @@ pub fn failure_category(category: FailureCategory) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sms_core::events::{SequenceTriple, SubmittedSegment};
+    use sms_core::events::{MessageKind, SequenceTriple, SubmittedSegment};
 
     const AT: SourcePosition<'static> = SourcePosition {
         topic: "sms.dispatch",
