@@ -29,8 +29,9 @@
 //! reader task, feeding one small channel per lane. The loop always takes a
 //! verification code first; a due retry next; a notice only while no
 //! verification code is waiting. Records are taken only while the window has
-//! room, so a burst of notices can delay a verification code by at most the
-//! window in flight. A retry record waits in memory until its `not_before`;
+//! room, and notices and retries leave an eighth of it to verification
+//! codes, so a burst of notices can delay a verification code by at most the
+//! window in flight (in practice, by one commit interval). A retry record waits in memory until its `not_before`;
 //! when too many wait, that retry partition is paused.
 //!
 //! # Order
@@ -530,6 +531,7 @@ impl Dispatch {
                 return Ok(());
             }
             let room = self.room();
+            let lower = self.room_below_reserve();
             if !room && !self.full {
                 counter!("dispatcher_window_waits_total").increment(1);
             }
@@ -557,18 +559,26 @@ impl Dispatch {
                     self.commit().await?;
                 }
                 Some(incoming) = otp.recv(), if room => self.take(incoming)?,
-                _ = tokio::time::sleep_until(due.unwrap_or(far)), if room && due.is_some() => {
+                _ = tokio::time::sleep_until(due.unwrap_or(far)), if lower && due.is_some() => {
                     self.start_due()?;
                 }
                 Some(incoming) = retry.recv() => self.hold(incoming)?,
-                Some(incoming) = notify.recv(), if room && otp.is_empty() => self.take(incoming)?,
+                Some(incoming) = notify.recv(), if lower && otp.is_empty() => self.take(incoming)?,
                 _ = housekeeping.tick() => self.housekeeping(),
             }
         }
     }
 
+    /// Whether a verification code may be taken: the whole window.
     fn room(&self) -> bool {
         self.gateway.is_some() && self.slots_used < self.share.in_flight
+    }
+
+    /// Whether a notice or a retry may be taken: the window less an eighth
+    /// kept for verification codes, so a notice backlog never fills it.
+    fn room_below_reserve(&self) -> bool {
+        let reserve = (self.share.in_flight / 8).max(1);
+        self.gateway.is_some() && self.slots_used + reserve < self.share.in_flight.max(reserve + 1)
     }
 
     // ---- rebalances -------------------------------------------------------
@@ -774,7 +784,7 @@ impl Dispatch {
         let now = now_millis();
         let partitions: Vec<i32> = self.held.keys().copied().collect();
         for partition in partitions {
-            while self.room() {
+            while self.room_below_reserve() {
                 let Some(held) = self.held.get_mut(&partition) else {
                     break;
                 };
