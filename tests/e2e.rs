@@ -1,0 +1,363 @@
+//! End to end: every service as a real process against the local Kafka,
+//! ClickHouse and the carrier simulator. Each test sends traffic through the
+//! HTTP API (and the raw-topic bridge), then accounts for every accepted
+//! request: exactly one final status on `sms.status`, one row in the
+//! per-message table, and the right count at the simulator.
+
+#[path = "stack.rs"]
+mod stack;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::{json, Value};
+use sms_core::events::{FinalState, FinalStatus, SmsRequest};
+use stack::Stack;
+
+fn phone(n: usize) -> String {
+    ["130", "131", "156", "186", "176"][n % 5].to_string() + &format!("{:08}", 20_000_000 + n)
+}
+
+fn instruction(run: &str, n: usize, phones: usize) -> Value {
+    let kind = ["VERIFICATION_CODE", "NOTICE", "REMINDER"][n % 3];
+    let text = if n % 7 == 0 {
+        format!(
+            "第{n}号提醒：{}",
+            "您的机动车检验有效期即将届满，请及时预约检验。".repeat(4)
+        )
+    } else {
+        format!("第{n}号通知：您有一条交通违法记录待处理。")
+    };
+    json!({ "request_id": format!("{run}-{n}"), "phone": phone(n % phones), "kind": kind, "text": text })
+}
+
+/// Sends `count` messages from `start` in batches; returns the accepted message ids.
+async fn send(
+    stack: &Stack,
+    run: &str,
+    range: std::ops::Range<usize>,
+    phones: usize,
+) -> HashSet<String> {
+    let messages: Vec<Value> = range.map(|n| instruction(run, n, phones)).collect();
+    let mut accepted = HashSet::new();
+    for chunk in messages.chunks(50) {
+        let answer = stack.send_batch(chunk).await;
+        for item in answer["results"].as_array().into_iter().flatten() {
+            if let Some(id) = item["message_id"].as_str() {
+                accepted.insert(id.to_string());
+            }
+        }
+    }
+    accepted
+}
+
+/// Waits until every id in `ids` is final in the per-message table.
+async fn wait_final(
+    stack: &Stack,
+    ids: &HashSet<String>,
+    within: Duration,
+) -> HashMap<String, String> {
+    #[derive(clickhouse::Row, serde::Deserialize)]
+    struct Row {
+        message_id: String,
+        state: String,
+    }
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let rows = stack
+            .clickhouse
+            .query(
+                "SELECT message_id, argMax(state, version) AS state \
+                 FROM sms_messages WHERE is_final = 1 GROUP BY message_id",
+            )
+            .fetch_all::<Row>()
+            .await
+            .unwrap_or_default();
+        let finals: HashMap<String, String> =
+            rows.into_iter().map(|r| (r.message_id, r.state)).collect();
+        if ids.iter().all(|id| finals.contains_key(id)) || tokio::time::Instant::now() > deadline {
+            return finals;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The accounting every test ends with. Returns the number of duplicate
+/// submissions the simulator saw.
+async fn account(stack: &Stack, accepted: &HashSet<String>) -> u64 {
+    let finals = wait_final(stack, accepted, Duration::from_secs(120)).await;
+    let missing: Vec<_> = accepted
+        .iter()
+        .filter(|id| !finals.contains_key(*id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} accepted messages never became final, e.g. {:?}; logs in {}",
+        missing.len(),
+        missing.first(),
+        stack.logs().display()
+    );
+
+    // Exactly one final status per accepted message on sms.status.
+    let topics = stack.kafka.topics();
+    let (statuses, undecodable) = sms_harness::read_topic::<FinalStatus>(
+        &stack.kafka,
+        &topics.status,
+        accepted.len() + 1,
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("statuses");
+    assert_eq!(undecodable, 0);
+    let mut seen = HashSet::new();
+    for status in &statuses {
+        assert!(
+            seen.insert(status.message_id.clone()),
+            "two final statuses for {}",
+            status.message_id
+        );
+        assert!(
+            accepted.contains(&status.message_id),
+            "a final status for a message never accepted"
+        );
+    }
+    assert_eq!(seen.len(), accepted.len());
+
+    // The per-message table has one row per message and agrees with the topic.
+    for status in &statuses {
+        let state = format!("{:?}", status.status).to_uppercase();
+        assert_eq!(finals[&status.message_id], state, "{}", status.message_id);
+    }
+
+    // The simulator accepted each submitted message at least once.
+    let (requests, _) = sms_harness::read_topic::<SmsRequest>(
+        &stack.kafka,
+        &topics.requests_notify,
+        100_000,
+        Duration::from_secs(3),
+    )
+    .await
+    .expect("requests");
+    let (otp, _) = sms_harness::read_topic::<SmsRequest>(
+        &stack.kafka,
+        &topics.requests_otp,
+        100_000,
+        Duration::from_secs(3),
+    )
+    .await
+    .expect("requests");
+    let text_of: HashMap<&str, &SmsRequest> = requests
+        .iter()
+        .chain(&otp)
+        .map(|r| (r.message_id.as_str(), r))
+        .collect();
+    let counts = stack.counts().await;
+    let mut duplicates = 0;
+    for status in &statuses {
+        let request = text_of[status.message_id.as_str()];
+        let seen = counts
+            .messages
+            .get(&smsc_sim::message_key(&request.phone, &request.text))
+            .copied()
+            .unwrap_or(0);
+        match status.status {
+            FinalState::Delivered | FinalState::Failed => {
+                assert!(
+                    seen >= 1,
+                    "{} is {:?} but the carrier never took it",
+                    status.message_id,
+                    status.status
+                );
+                duplicates += seen - 1;
+            }
+            FinalState::Rejected | FinalState::Expired => {
+                assert_eq!(seen, 0, "a refused message reached the carrier")
+            }
+            FinalState::Unknown => {}
+        }
+    }
+    duplicates
+}
+
+#[tokio::test]
+async fn requests_from_http_and_the_raw_topic_are_each_accounted_for() {
+    let stack = Stack::start("e2e_flow", "").await;
+    let phones: Vec<String> = (0..30).map(phone).collect();
+    stack.subscribe(&phones).await;
+
+    let mut accepted = send(&stack, "flow", 0..150, 30).await;
+    assert_eq!(accepted.len(), 150);
+
+    // One recipient who never subscribed: refused by policy, never sent.
+    let answer = stack
+        .send_batch(&[json!({ "request_id": "flow-unsubscribed", "phone": "13099999999", "kind": "NOTICE", "text": "测试" })])
+        .await;
+    let refused_id = answer["results"][0]["message_id"]
+        .as_str()
+        .expect("accepted at the door")
+        .to_string();
+    accepted.insert(refused_id.clone());
+
+    // Twenty more through the raw topic, one of them malformed.
+    let producer: FutureProducer = stack
+        .kafka
+        .producer_config("e2e")
+        .create()
+        .expect("producer");
+    let raw = stack.kafka.topics().inbound_raw;
+    for n in 150..170 {
+        let record = json!({ "client_id": "platform", "message": instruction("flow", n, 30) });
+        producer
+            .send(
+                FutureRecord::to(&raw)
+                    .key(&phone(n % 30))
+                    .payload(&record.to_string()),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("raw instruction written");
+        let id = ingest::submit::message_id("platform", &format!("flow-{n}"));
+        accepted.insert(id.to_string());
+    }
+    producer
+        .send(
+            FutureRecord::to(&raw).key("x").payload("{not json"),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("garbage written");
+
+    let duplicates = account(&stack, &accepted).await;
+    assert_eq!(duplicates, 0, "a clean run sends nothing twice");
+    let (statuses, _) = sms_harness::read_topic::<FinalStatus>(
+        &stack.kafka,
+        &stack.kafka.topics().status,
+        accepted.len(),
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("statuses");
+    let refused = statuses
+        .iter()
+        .find(|s| s.message_id == refused_id)
+        .expect("refused message has a status");
+    assert_eq!(refused.status, FinalState::Rejected);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn kill_minus_nine_of_each_service_loses_nothing() {
+    let mut stack = Stack::start("e2e_kill", "").await;
+    let phones: Vec<String> = (0..40).map(phone).collect();
+    stack.subscribe(&phones).await;
+
+    let mut accepted = HashSet::new();
+    let mut kills = 0;
+    for (wave, service) in ["dispatcher", "status", "analytics", "ingest", "dispatcher"]
+        .into_iter()
+        .enumerate()
+    {
+        let range = wave * 60..(wave + 1) * 60;
+        let sending = send(&stack, "kill", range, 40);
+        let (ids, ()) = tokio::join!(sending, async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        });
+        accepted.extend(ids);
+        stack.kill9(service).await;
+        if service == "dispatcher" {
+            kills += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stack.spawn(service);
+    }
+    let duplicates = account(&stack, &accepted).await;
+    // Each dispatcher crash may send again what was in flight: the pool's
+    // window (16 per connection, 2 connections).
+    assert!(
+        duplicates <= kills * 32,
+        "{duplicates} duplicates after {kills} dispatcher crashes"
+    );
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_carrier_that_drops_connections_and_doubles_reports_loses_nothing() {
+    let stack = Stack::start(
+        "e2e_faults",
+        "[faults]\ndrop_every_n_submits = 25\nduplicate_reports = true\nreport_extra_delay_ms = 200\n",
+    )
+    .await;
+    let phones: Vec<String> = (0..20).map(phone).collect();
+    stack.subscribe(&phones).await;
+    let accepted = send(&stack, "faults", 0..120, 20).await;
+    let duplicates = account(&stack, &accepted).await;
+    let drops = stack.counts().await.connections_dropped;
+    assert!(
+        duplicates <= drops,
+        "{duplicates} duplicates but only {drops} dropped connections"
+    );
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_input_on_every_entrance_is_refused_and_traffic_still_flows() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let stack = Stack::start("e2e_garbage", "").await;
+    let http = reqwest::Client::new();
+    let batch = format!("{}/v1/messages/batch", stack.ingest_url);
+    for body in [
+        "",
+        "{",
+        "[]",
+        "{\"messages\": 5}",
+        "{\"messages\": [{\"phone\": 1}]}",
+        &"x".repeat(100_000),
+    ] {
+        let answer = http
+            .post(&batch)
+            .bearer_auth(stack::TOKEN)
+            .body(body.to_string())
+            .header("content-type", "application/json")
+            .send()
+            .await
+            .expect("answers");
+        assert!(
+            answer.status().is_client_error(),
+            "{body:.20}: {}",
+            answer.status()
+        );
+    }
+    let producer: FutureProducer = stack
+        .kafka
+        .producer_config("e2e")
+        .create()
+        .expect("producer");
+    for garbage in ["", "null", "{\"client_id\": 5}", "\u{0}\u{1}"] {
+        producer
+            .send(
+                FutureRecord::to(&stack.kafka.topics().inbound_raw)
+                    .key("k")
+                    .payload(garbage),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("written");
+    }
+    // Garbage on the SGIP receiver: a frame that lies about its length.
+    if let Ok(mut socket) = tokio::net::TcpStream::connect(stack.receiver_addr()).await {
+        let _ = socket
+            .write_all(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 1])
+            .await;
+        let mut buf = [0u8; 64];
+        let _ = tokio::time::timeout(Duration::from_secs(2), socket.read(&mut buf)).await;
+    }
+
+    let phones: Vec<String> = (0..5).map(phone).collect();
+    stack.subscribe(&phones).await;
+    let accepted = send(&stack, "after-garbage", 0..20, 5).await;
+    assert_eq!(accepted.len(), 20);
+    assert_eq!(account(&stack, &accepted).await, 0);
+    stack.stop().await;
+}

@@ -1,0 +1,357 @@
+//! A whole system for one end-to-end test: every service as a real process on
+//! free ports, against the local Kafka (the test's own topics), ClickHouse
+//! (the test's own database) and the carrier simulator.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use sms_core::kafka::KafkaSettings;
+use tokio::process::{Child, Command};
+
+/// The services of the system, in start order.
+pub const SERVICES: [&str; 5] = ["analytics", "status", "smsc-sim", "dispatcher", "ingest"];
+
+/// The bearer token the test's platform client uses.
+pub const TOKEN: &str = "e2e-platform-token";
+
+/// A running system.
+pub struct Stack {
+    pub kafka: KafkaSettings,
+    pub clickhouse: clickhouse::Client,
+    pub ingest_url: String,
+    pub sim_url: String,
+    receiver: u16,
+    bins: PathBuf,
+    dir: PathBuf,
+    env: BTreeMap<&'static str, Vec<(String, String)>>,
+    children: BTreeMap<&'static str, Child>,
+    http: reqwest::Client,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// The directory the workspace's debug binaries are in: next to this test's own.
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    // target/debug/deps/e2e-… → target/debug
+    exe.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// Builds the service binaries when they are missing (`cargo test` builds
+/// them for the crates' own integration tests; a lone `-p sms-tests` does not).
+fn ensure_binaries(bins: &Path) {
+    let names = ["analytics", "status", "smsc-sim", "dispatcher", "ingest"];
+    if names.iter().all(|n| bins.join(n).exists()) {
+        return;
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args([
+            "build",
+            "--bins",
+            "-p",
+            "analytics",
+            "-p",
+            "status",
+            "-p",
+            "smsc-sim",
+            "-p",
+            "dispatcher",
+            "-p",
+            "ingest",
+        ])
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building the service binaries failed");
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
+impl Stack {
+    /// Starts every service on its own topics, database and ports.
+    /// `sim_extra` is TOML appended to the simulator's configuration.
+    pub async fn start(label: &str, sim_extra: &str) -> Stack {
+        let kafka = sms_harness::kafka_for_test(label, 3).await.expect("kafka");
+        let (clickhouse, database) = sms_harness::clickhouse_for_test(label)
+            .await
+            .expect("clickhouse");
+        let services = sms_harness::services().await.expect("services");
+        let bins = bin_dir();
+        ensure_binaries(&bins);
+        let dir = std::env::temp_dir().join(sms_harness::unique_name(label));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+
+        let ingest = free_port();
+        let (sgip_submit, sim_http, receiver) = (free_port(), free_port(), free_port());
+        let (status_metrics, dispatcher_metrics, analytics_metrics) =
+            (free_port(), free_port(), free_port());
+        let prefix = kafka.topic_prefix.clone();
+        let bootstrap = services.kafka_bootstrap.clone();
+        let pair = |k: &str, v: String| (k.to_string(), v);
+
+        let sim_config = format!(
+            "submit_addr = \"127.0.0.1:{sgip_submit}\"\nhttp_addr = \"127.0.0.1:{sim_http}\"\n\
+             [reports]\ndelay = {{ kind = \"fixed\", delay_ms = 50 }}\n\
+             outcomes = [{{ state = 0, error_code = 0, weight = 99 }}, {{ state = 2, error_code = 29, weight = 1 }}]\n\
+             [sp]\naddr = \"127.0.0.1:{receiver}\"\nresend_after_ms = 1000\n{sim_extra}\n"
+        );
+        let sim_file = dir.join("smsc-sim.toml");
+        std::fs::write(&sim_file, sim_config).expect("simulator config");
+
+        let mut env = BTreeMap::new();
+        env.insert(
+            "analytics",
+            vec![
+                pair("ANALYTICS_KAFKA__BOOTSTRAP", bootstrap.clone()),
+                pair("ANALYTICS_KAFKA__TOPIC_PREFIX", prefix.clone()),
+                pair("ANALYTICS_CLICKHOUSE__URL", services.clickhouse_url.clone()),
+                pair("ANALYTICS_CLICKHOUSE__DATABASE", database.clone()),
+                pair(
+                    "ANALYTICS_METRICS_ADDRESS",
+                    format!("127.0.0.1:{analytics_metrics}"),
+                ),
+                pair("ANALYTICS_BATCH_MAX_MS", "300".into()),
+            ],
+        );
+        env.insert(
+            "status",
+            vec![
+                pair("STATUS_KAFKA__BOOTSTRAP", bootstrap.clone()),
+                pair("STATUS_KAFKA__TOPIC_PREFIX", prefix.clone()),
+                pair("STATUS_RECEIVER__LISTEN", format!("127.0.0.1:{receiver}")),
+                pair(
+                    "STATUS_METRICS_LISTEN",
+                    format!("127.0.0.1:{status_metrics}"),
+                ),
+                pair("STATUS_GATEWAY_PASSWORD", "secret".into()),
+            ],
+        );
+        env.insert("smsc-sim", Vec::new());
+        env.insert(
+            "dispatcher",
+            vec![
+                pair("DISPATCHER_KAFKA__BOOTSTRAP", bootstrap.clone()),
+                pair("DISPATCHER_KAFKA__TOPIC_PREFIX", prefix.clone()),
+                pair(
+                    "DISPATCHER_GATEWAY__ADDR",
+                    format!("127.0.0.1:{sgip_submit}"),
+                ),
+                pair("DISPATCHER_GATEWAY_PASSWORD", "secret".into()),
+                pair(
+                    "DISPATCHER_METRICS_LISTEN",
+                    format!("127.0.0.1:{dispatcher_metrics}"),
+                ),
+            ],
+        );
+        // Clients are configured in the file only (their secrets never in variables).
+        let ingest_file = dir.join("ingest.toml");
+        std::fs::write(
+            &ingest_file,
+            format!(
+                "listen = \"127.0.0.1:{ingest}\"\n[kafka]\nbootstrap = \"{bootstrap}\"\ntopic_prefix = \"{prefix}\"\n\
+                 [[clients]]\nid = \"platform\"\nbearer_sha256 = [\"{}\"]\n",
+                sha256_hex(TOKEN)
+            ),
+        )
+        .expect("ingest config");
+        env.insert("ingest", Vec::new());
+
+        let mut stack = Stack {
+            kafka,
+            clickhouse,
+            ingest_url: format!("http://127.0.0.1:{ingest}"),
+            sim_url: format!("http://127.0.0.1:{sim_http}"),
+            receiver,
+            bins,
+            dir,
+            env,
+            children: BTreeMap::new(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("http client"),
+        };
+        stack.extra_args("smsc-sim", &["--config", &sim_file.to_string_lossy()]);
+        stack.extra_args("ingest", &["--config", &ingest_file.to_string_lossy()]);
+        for service in SERVICES {
+            stack.spawn(service);
+        }
+        stack
+            .wait_ready(&format!("http://127.0.0.1:{analytics_metrics}/healthz"))
+            .await;
+        stack
+            .wait_ready(&format!("http://127.0.0.1:{status_metrics}/healthz"))
+            .await;
+        stack.wait_ready(&format!("{}/health", stack.sim_url)).await;
+        stack
+            .wait_ready(&format!("http://127.0.0.1:{dispatcher_metrics}/healthz"))
+            .await;
+        stack
+            .wait_ready(&format!("{}/readyz", stack.ingest_url))
+            .await;
+        stack
+    }
+
+    fn extra_args(&mut self, service: &'static str, args: &[&str]) {
+        let list = self.env.entry(service).or_default();
+        for (n, arg) in args.iter().enumerate() {
+            list.push((format!("__ARG{n}"), (*arg).to_string()));
+        }
+    }
+
+    /// Starts (or starts again) one service.
+    pub fn spawn(&mut self, service: &'static str) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{service}.log")))
+            .expect("log file");
+        let mut command = Command::new(self.bins.join(service));
+        let mut args = Vec::new();
+        for (key, value) in self.env.get(service).into_iter().flatten() {
+            if key.starts_with("__ARG") {
+                args.push(value.clone());
+            } else {
+                command.env(key, value);
+            }
+        }
+        command
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .kill_on_drop(true);
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {service}: {e}"));
+        self.children.insert(service, child);
+    }
+
+    /// Kills one service with SIGKILL: no shutdown, nothing flushed.
+    pub async fn kill9(&mut self, service: &'static str) {
+        if let Some(mut child) = self.children.remove(service) {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+    }
+
+    /// Stops one service with SIGTERM and waits for it.
+    pub async fn terminate(&mut self, service: &'static str) {
+        if let Some(mut child) = self.children.remove(service) {
+            if let Some(pid) = child.id() {
+                let _ = std::process::Command::new("kill")
+                    .arg(pid.to_string())
+                    .status();
+            }
+            if tokio::time::timeout(Duration::from_secs(30), child.wait())
+                .await
+                .is_err()
+            {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+            }
+        }
+    }
+
+    async fn wait_ready(&self, url: &str) {
+        for _ in 0..240 {
+            if self
+                .http
+                .get(url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!(
+            "{url} did not answer within 60 s; logs in {}",
+            self.dir.display()
+        );
+    }
+
+    /// Registers `phones` for every kind.
+    pub async fn subscribe(&self, phones: &[String]) {
+        for phone in phones {
+            let answer = self
+                .http
+                .post(format!("{}/v1/subscriptions", self.ingest_url))
+                .bearer_auth(TOKEN)
+                .json(&json!({ "phone": phone }))
+                .send()
+                .await
+                .expect("ingest answers");
+            assert!(
+                answer.status().is_success(),
+                "registering {phone}: {}",
+                answer.status()
+            );
+        }
+    }
+
+    /// Sends a batch; returns the answer. Retries on 503 (Kafka busy) with the same ids.
+    pub async fn send_batch(&self, messages: &[Value]) -> Value {
+        for _ in 0..20 {
+            match self
+                .http
+                .post(format!("{}/v1/messages/batch", self.ingest_url))
+                .bearer_auth(TOKEN)
+                .json(&json!({ "messages": messages }))
+                .send()
+                .await
+            {
+                Ok(answer) if answer.status().is_success() => {
+                    return answer.json().await.expect("json")
+                }
+                _ => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+        panic!("ingest did not take the batch");
+    }
+
+    /// The simulator's counts.
+    pub async fn counts(&self) -> smsc_sim::Counts {
+        self.http
+            .get(format!("{}/counts", self.sim_url))
+            .send()
+            .await
+            .expect("simulator answers")
+            .json()
+            .await
+            .expect("counts")
+    }
+
+    /// The status service's SGIP receiver.
+    pub fn receiver_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.receiver)
+    }
+
+    /// Where the services' logs are.
+    pub fn logs(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Stops every service with SIGTERM.
+    pub async fn stop(mut self) {
+        for service in SERVICES.iter().rev() {
+            self.terminate(service).await;
+        }
+    }
+}
