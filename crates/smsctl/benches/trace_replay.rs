@@ -1,0 +1,2 @@
+//! Benchmarks of trace and replay.
+fn main() {}
