@@ -538,7 +538,11 @@ impl Config {
             }
         }
         let b = &self.policy.budget;
-        if !(b.price_yuan > 0.0) || b.contract_yuan < 0.0 || b.monthly_yuan < 0.0 {
+        if b.price_yuan.is_nan()
+            || b.price_yuan <= 0.0
+            || b.contract_yuan < 0.0
+            || b.monthly_yuan < 0.0
+        {
             return bad(
                 "policy.budget",
                 "price must be positive and ceilings not negative".into(),

@@ -788,9 +788,9 @@ impl Dispatch {
                 let Some(held) = self.held.get_mut(&partition) else {
                     break;
                 };
-                if !held
+                if held
                     .front()
-                    .is_some_and(|w| w.request.not_before.unwrap_or(0) <= now)
+                    .is_none_or(|w| w.request.not_before.unwrap_or(0) > now)
                 {
                     break;
                 }

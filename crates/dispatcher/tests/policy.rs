@@ -89,7 +89,7 @@ async fn every_refusal_is_a_dispatch_event_with_its_reason() {
         ],
     )
     .await;
-    send_requests(&kafka, &[first_otp.clone()]).await;
+    send_requests(&kafka, std::slice::from_ref(&first_otp)).await;
     let ids: Vec<String> = [
         "ok",
         "expired",
@@ -111,7 +111,7 @@ async fn every_refusal_is_a_dispatch_event_with_its_reason() {
 
     // A copy of a dispatched message, a second code within the minute, and
     // then one message more than the budget allows.
-    send_requests(&kafka, &[ok.clone()]).await;
+    send_requests(&kafka, std::slice::from_ref(&ok)).await;
     let second_otp = request(
         "otp-2",
         &subscribed,
@@ -252,7 +252,7 @@ async fn bad_records_go_to_the_dead_letter_topic_and_the_consumer_moves_on() {
     invalid.phone = "86123".into();
     produce(&producer, &topics.requests_notify, &who, &invalid).await;
     let after = request("after", &who, MessageKind::Notice, "坏记录之后");
-    send_requests(&kafka, &[after.clone()]).await;
+    send_requests(&kafka, std::slice::from_ref(&after)).await;
 
     let events = dispatches
         .wait_for(Duration::from_secs(60), "the good record", |e| {

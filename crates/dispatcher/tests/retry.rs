@@ -88,10 +88,10 @@ async fn the_last_attempt_fails_and_final_refusals_carry_the_gateway_code() {
     let dispatches = Dispatches::start(&kafka, &kafka.topics().dispatch);
     let running = start(config);
     let message = request("busy", &phone(1), MessageKind::Notice, "网关忙");
-    send_requests(&kafka, &[message.clone()]).await;
+    send_requests(&kafka, std::slice::from_ref(&message)).await;
     let events = dispatches
         .wait_for(Duration::from_secs(60), "attempts exhausted", |e| {
-            all_final(e, &[message.message_id.clone()])
+            all_final(e, std::slice::from_ref(&message.message_id))
         })
         .await;
     running.stop().await;
@@ -138,10 +138,10 @@ async fn the_last_attempt_fails_and_final_refusals_carry_the_gateway_code() {
     let dispatches = Dispatches::start(&kafka, &kafka.topics().dispatch);
     let running = start(config_for(&kafka, &strict));
     let message = request("refused", &phone(2), MessageKind::Notice, "业务代码错");
-    send_requests(&kafka, &[message.clone()]).await;
+    send_requests(&kafka, std::slice::from_ref(&message)).await;
     let events = dispatches
         .wait_for(Duration::from_secs(60), "final refusal", |e| {
-            all_final(e, &[message.message_id.clone()])
+            all_final(e, std::slice::from_ref(&message.message_id))
         })
         .await;
     running.stop().await;
