@@ -8,7 +8,6 @@
 //! override for a key that does not exist fails start-up, as an unknown key
 //! in the file does.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -19,6 +18,21 @@ use crate::error::AnalyticsError;
 
 /// The prefix of every environment override.
 pub const ENV_PREFIX: &str = "ANALYTICS_";
+
+/// The top-level keys environment overrides may name.
+pub const KEYS: &[&str] = &[
+    "kafka",
+    "clickhouse",
+    "group_id",
+    "batch_max_events",
+    "batch_max_ms",
+    "ttl_months",
+    "metrics_address",
+    "retry_initial_ms",
+    "retry_max_ms",
+    "shutdown_drain_ms",
+    "max_poll_interval_ms",
+];
 
 /// The contract's minimum log retention (clause 2.7), in months.
 pub const MIN_TTL_MONTHS: u32 = 6;
@@ -139,23 +153,15 @@ impl AnalyticsConfig {
         text: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, AnalyticsError> {
-        let mut table: toml::Table =
-            toml::from_str(text).map_err(|e| AnalyticsError::ConfigFile {
-                path: "(text)".into(),
-                message: e.to_string(),
-            })?;
-        let overrides: BTreeMap<String, String> = env
-            .into_iter()
-            .filter_map(|(name, value)| Some((name.strip_prefix(ENV_PREFIX)?.to_string(), value)))
-            .collect();
-        for (name, value) in overrides {
-            apply_override(&mut table, &name, &value)?;
-        }
-        let config: Self = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| AnalyticsError::Config {
-                key: "(configuration)".into(),
-                message: e.message().to_string(),
+        let config: Self =
+            sms_core::config::from_str(text, ENV_PREFIX, KEYS, env).map_err(|e| match e {
+                sms_core::CoreError::Config { key, message } => {
+                    AnalyticsError::Config { key, message }
+                }
+                other => AnalyticsError::Config {
+                    key: "(configuration)".into(),
+                    message: other.to_string(),
+                },
             })?;
         config.validate()?;
         Ok(config)
@@ -208,44 +214,6 @@ fn valid_identifier(name: &str) -> bool {
     !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// Sets the key that `name` (`CLICKHOUSE__URL`) names in `table`.
-fn apply_override(table: &mut toml::Table, name: &str, value: &str) -> Result<(), AnalyticsError> {
-    let path: Vec<String> = name.split("__").map(|p| p.to_ascii_lowercase()).collect();
-    let key = path.join(".");
-    let Some((last, parents)) = path.split_last() else {
-        return Ok(());
-    };
-    let mut current = table;
-    for parent in parents {
-        let entry = current
-            .entry(parent.clone())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        current = match entry {
-            toml::Value::Table(t) => t,
-            _ => {
-                return Err(AnalyticsError::Config {
-                    key,
-                    message: format!("`{parent}` is not a table"),
-                })
-            }
-        };
-    }
-    current.insert(last.clone(), parse_scalar(value));
-    Ok(())
-}
-
-/// An integer or boolean when the text is one, otherwise the text.
-fn parse_scalar(value: &str) -> toml::Value {
-    if let Ok(n) = value.parse::<i64>() {
-        return toml::Value::Integer(n);
-    }
-    match value {
-        "true" => toml::Value::Boolean(true),
-        "false" => toml::Value::Boolean(false),
-        _ => toml::Value::String(value.into()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,9 +253,19 @@ mod tests {
     }
 
     #[test]
-    fn unknown_keys_are_refused_from_file_and_environment() {
-        assert!(AnalyticsConfig::from_sources("batch_size = 3", env(&[])).is_err());
-        assert!(AnalyticsConfig::from_sources("", env(&[("ANALYTICS_BATCH_SIZE", "3")])).is_err());
+    fn unknown_keys_are_refused_from_the_file_and_not_applied_from_the_environment() {
+        let error =
+            AnalyticsConfig::from_sources("batch_size = 3", env(&[])).expect_err("unknown key");
+        assert!(error.to_string().contains("batch_size"), "{error}");
+        // Variables that name no key (secrets share the prefix) change nothing.
+        let config = AnalyticsConfig::from_sources("", env(&[("ANALYTICS_BATCH_SIZE", "3")]))
+            .expect("loads");
+        assert_eq!(
+            config.batch_max_events,
+            AnalyticsConfig::from_sources("", env(&[]))
+                .expect("loads")
+                .batch_max_events
+        );
     }
 
     #[test]

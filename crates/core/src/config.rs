@@ -5,7 +5,8 @@
 //! value is read as a TOML scalar when it parses as one (numbers, booleans,
 //! quoted strings, arrays) and as a plain string otherwise. Only variables
 //! whose first segment is one of the struct's top-level keys count, so
-//! secrets can live in other `{PREFIX}…` variables without clashing.
+//! secrets can live in other `{PREFIX}…` variables without clashing; any
+//! other `{PREFIX}…` variable is ignored (and logged at debug level).
 
 use std::path::Path;
 
@@ -50,6 +51,9 @@ pub fn from_str<T: DeserializeOwned>(
         };
         let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
         if !keys.contains(&path[0].as_str()) {
+            // Secrets share the prefix (e.g. STATUS_GATEWAY_PASSWORD); a
+            // typo is reported, not applied.
+            tracing::debug!(variable = %name, "not a configuration key; ignored");
             continue;
         }
         set(&mut table, &path, scalar(&value), &name)?;
