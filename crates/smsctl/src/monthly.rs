@@ -200,6 +200,7 @@ impl MonthlyReport {
 
 #[derive(Debug, Clone, Row, Deserialize)]
 struct DailyRow {
+    #[serde(rename = "day_text")]
     day: String,
     kind: String,
     status: String,
@@ -221,6 +222,7 @@ struct CodeRow {
 
 #[derive(Debug, Row, Deserialize)]
 struct ReasonRow {
+    #[serde(rename = "refusal_reason")]
     reason: String,
     messages: u64,
 }
@@ -235,14 +237,14 @@ struct LatencyRow {
 /// The figures of `sms_daily` for the days of `month`, grouped as stored.
 pub fn daily_sql(month: Month) -> String {
     format!(
-        "SELECT toString(day) AS day, toString(message_kind) AS kind, toString(status) AS status,
+        "SELECT toString(day) AS day_text, toString(message_kind) AS kind, toString(status) AS status,
        toString(failure_category) AS category, toString(error_code) AS code,
        sum(messages) AS messages, sum(billed_segments) AS billed_segments,
        sum(delivered) AS delivered, sum(within_seven_seconds) AS within_seven_seconds
 FROM sms_daily
 WHERE day >= '{}' AND day < '{}'
-GROUP BY day, kind, status, category, code
-ORDER BY day, kind, status, category, code",
+GROUP BY day_text, kind, status, category, code
+ORDER BY day_text, kind, status, category, code",
         month.first_day(),
         month.next().first_day()
     )
@@ -273,12 +275,12 @@ fn final_statuses_in(month: Month) -> String {
 
 fn refusals_sql(month: Month) -> String {
     format!(
-        "SELECT if(reason = '', 'UNSPECIFIED', toString(reason)) AS reason, count() AS messages
+        "SELECT if(reason = '', 'UNSPECIFIED', toString(reason)) AS refusal_reason, count() AS messages
 FROM sms_events
 WHERE {}
   AND state IN ('REJECTED', 'EXPIRED')
-GROUP BY reason
-ORDER BY messages DESC, reason",
+GROUP BY refusal_reason
+ORDER BY messages DESC, refusal_reason",
         final_statuses_in(month)
     )
 }

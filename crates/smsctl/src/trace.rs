@@ -47,6 +47,7 @@ pub const MAX_MESSAGES: usize = 1_000;
 #[derive(Debug, Clone, PartialEq, Eq, Row, Deserialize)]
 pub struct TraceEvent {
     /// Unix milliseconds.
+    #[serde(rename = "event_time_ms")]
     pub event_time: i64,
     pub event_id: String,
     pub event_kind: String,
@@ -66,6 +67,7 @@ pub struct TraceEvent {
     pub text: String,
     pub attempt: u16,
     /// Unix milliseconds; 0 when unknown.
+    #[serde(rename = "accepted_at_ms")]
     pub accepted_at: i64,
     pub latency_ms: Option<i64>,
     pub within_seven_seconds: u8,
@@ -112,11 +114,11 @@ pub struct Trace {
     pub sql: Vec<String>,
 }
 
-const COLUMNS: &str = "toUnixTimestamp64Milli(event_time) AS event_time, event_id, toString(event_kind) AS event_kind, \
+const COLUMNS: &str = "toUnixTimestamp64Milli(event_time) AS event_time_ms, event_id, toString(event_kind) AS event_kind, \
 message_id, request_id, toString(client_id) AS client_id, phone, toString(message_kind) AS message_kind, \
 toString(state) AS state, toString(reason) AS reason, toString(failure_category) AS failure_category, \
 toString(error_code) AS error_code, segment_index, billed_segments, segments_delivered, sequence, text, attempt, \
-toUnixTimestamp64Milli(accepted_at) AS accepted_at, latency_ms, within_seven_seconds";
+toUnixTimestamp64Milli(accepted_at) AS accepted_at_ms, latency_ms, within_seven_seconds";
 
 fn time_literal(millis: i64) -> String {
     format!("fromUnixTimestamp64Milli(toInt64({millis}), 'UTC')")
@@ -209,7 +211,7 @@ pub async fn trace(warehouse: &Warehouse, target: TraceTarget) -> Result<Trace, 
         TraceTarget::Phone { phone, from, to } => {
             check_id("--phone", phone)?;
             let query = format!(
-                "SELECT {COLUMNS} FROM sms_events WHERE phone = {} AND event_time >= {} AND event_time < {} ORDER BY event_time, event_id",
+                "SELECT {COLUMNS} FROM sms_events WHERE phone = {} AND event_time >= {} AND event_time < {} ORDER BY event_time_ms, event_id",
                 quote(phone),
                 time_literal(*from),
                 time_literal(*to)
@@ -246,7 +248,7 @@ pub async fn trace(warehouse: &Warehouse, target: TraceTarget) -> Result<Trace, 
     // The messages' own events, by the sorting key.
     let list: Vec<String> = ids.iter().map(|id| quote(id)).collect();
     let query = format!(
-        "SELECT {COLUMNS} FROM sms_events WHERE message_id IN ({}) AND event_kind != 'uplink' ORDER BY event_time, event_id",
+        "SELECT {COLUMNS} FROM sms_events WHERE message_id IN ({}) AND event_kind != 'uplink' ORDER BY event_time_ms, event_id",
         list.join(", ")
     );
     let events: Vec<TraceEvent> = warehouse
@@ -279,7 +281,7 @@ pub async fn trace(warehouse: &Warehouse, target: TraceTarget) -> Result<Trace, 
     if !sequences.is_empty() {
         let query = format!(
             "SELECT {COLUMNS} FROM sms_events WHERE phone IN ({}) AND event_time >= {} AND event_time < {} \
-AND event_kind = 'report' AND sequence IN ({}) ORDER BY event_time, event_id",
+AND event_kind = 'report' AND sequence IN ({}) ORDER BY event_time_ms, event_id",
             phones.iter().map(|p| quote(p)).collect::<Vec<_>>().join(", "),
             time_literal(first - 60_000),
             time_literal(last + REPORT_LOOKAHEAD_MS),

@@ -131,7 +131,7 @@ pub fn message(
     segments: i32,
     outcome: Outcome,
 ) -> Message {
-    let message_id = format!("m{n:06}-{accepted_at}");
+    let message_id = format!("{:08x}-0000-4000-8000-{:012x}", n, accepted_at);
     let request_id = format!("req-{n}");
     let request = SmsRequest {
         message_id: message_id.clone(),
