@@ -229,7 +229,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     ReplayTarget::Topic(format!("{}{topic}", kafka.topic_prefix))
                 }
                 (_, Some(path), _) => ReplayTarget::File(path),
-                (_, _, true) => ReplayTarget::ClickHouse(warehouse),
+                (_, _, true) => ReplayTarget::ClickHouse(Box::new(warehouse)),
                 _ => ReplayTarget::Stdout,
             };
             let progress: Box<dyn smsctl::replay::Progress> =

@@ -95,7 +95,7 @@ pub enum ReplayTarget {
     Topic(String),
     File(PathBuf),
     Stdout,
-    ClickHouse(Warehouse),
+    ClickHouse(Box<Warehouse>),
 }
 
 /// What a replay did.
@@ -433,7 +433,7 @@ async fn stored_positions(
 
 enum Writer {
     Topic {
-        producer: ThreadedProducer<DefaultProducerContext>,
+        producer: Box<ThreadedProducer<DefaultProducerContext>>,
         topic: String,
     },
     Lines {
@@ -441,8 +441,8 @@ enum Writer {
         path: String,
     },
     ClickHouse {
-        store: EventStore,
-        warehouse: Warehouse,
+        store: Box<EventStore>,
+        warehouse: Box<Warehouse>,
         topic: String,
         batches: u64,
     },
@@ -473,7 +473,7 @@ impl Writer {
                         source: Box::new(e),
                     })?;
                 Self::Topic {
-                    producer,
+                    producer: Box::new(producer),
                     topic: topic.clone(),
                 }
             }
@@ -489,7 +489,7 @@ impl Writer {
                 path: "standard output".into(),
             },
             ReplayTarget::ClickHouse(warehouse) => Self::ClickHouse {
-                store: EventStore::new(warehouse.client.clone()),
+                store: Box::new(EventStore::new(warehouse.client.clone())),
                 warehouse: warehouse.clone(),
                 topic: source.to_string(),
                 batches: 0,

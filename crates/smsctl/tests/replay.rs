@@ -109,7 +109,7 @@ async fn a_window_is_replayed_to_a_topic_a_file_and_clickhouse_exactly() {
     let summary = replay(
         &kafka,
         window(None),
-        ReplayTarget::ClickHouse(warehouse.clone()),
+        ReplayTarget::ClickHouse(Box::new(warehouse.clone())),
         Box::new(Silent),
     )
     .await
@@ -118,7 +118,7 @@ async fn a_window_is_replayed_to_a_topic_a_file_and_clickhouse_exactly() {
     let again = replay(
         &kafka,
         window(None),
-        ReplayTarget::ClickHouse(warehouse.clone()),
+        ReplayTarget::ClickHouse(Box::new(warehouse.clone())),
         Box::new(Silent),
     )
     .await
