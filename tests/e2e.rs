@@ -99,17 +99,43 @@ async fn account(stack: &Stack, accepted: &HashSet<String>) -> u64 {
         stack.logs().display()
     );
 
-    // Exactly one final status per accepted message on sms.status.
+    // Exactly one final status per accepted message on sms.status (messages
+    // the system sends itself, such as unsubscribe confirmations, aside).
     let topics = stack.kafka.topics();
+    let mut requests = Vec::new();
+    for topic in [&topics.requests_notify, &topics.requests_otp] {
+        let (read, _) = sms_harness::read_topic::<SmsRequest>(
+            &stack.kafka,
+            topic,
+            100_000,
+            Duration::from_secs(3),
+        )
+        .await
+        .expect("requests");
+        requests.extend(read);
+    }
+    let text_of: HashMap<&str, &SmsRequest> = requests
+        .iter()
+        .map(|r| (r.message_id.as_str(), r))
+        .collect();
+    let system: HashSet<&str> = requests
+        .iter()
+        .filter(|r| r.source == sms_core::events::RequestSource::System)
+        .map(|r| r.message_id.as_str())
+        .collect();
     let (statuses, undecodable) = sms_harness::read_topic::<FinalStatus>(
         &stack.kafka,
         &topics.status,
-        accepted.len() + 1,
+        accepted.len() + system.len() + 1,
         Duration::from_secs(10),
     )
     .await
     .expect("statuses");
     assert_eq!(undecodable, 0);
+    let statuses: Vec<FinalStatus> = statuses
+        .into_iter()
+        .filter(|s| !system.contains(s.message_id.as_str()))
+        .collect();
     let mut seen = HashSet::new();
     for status in &statuses {
         assert!(
@@ -131,27 +157,6 @@ async fn account(stack: &Stack, accepted: &HashSet<String>) -> u64 {
     }
 
     // The simulator accepted each submitted message at least once.
-    let (requests, _) = sms_harness::read_topic::<SmsRequest>(
-        &stack.kafka,
-        &topics.requests_notify,
-        100_000,
-        Duration::from_secs(3),
-    )
-    .await
-    .expect("requests");
-    let (otp, _) = sms_harness::read_topic::<SmsRequest>(
-        &stack.kafka,
-        &topics.requests_otp,
-        100_000,
-        Duration::from_secs(3),
-    )
-    .await
-    .expect("requests");
-    let text_of: HashMap<&str, &SmsRequest> = requests
-        .iter()
-        .chain(&otp)
-        .map(|r| (r.message_id.as_str(), r))
-        .collect();
     let counts = stack.counts().await;
     let mut duplicates = 0;
     for status in &statuses {
@@ -373,5 +378,70 @@ async fn malformed_input_on_every_entrance_is_refused_and_traffic_still_flows() 
     let accepted = send(&stack, "after-garbage", 0..20, 5).await;
     assert_eq!(accepted.len(), 20);
     assert_eq!(account(&stack, &accepted).await, 0);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn an_unsubscribe_reply_stops_the_next_notice_to_that_user() {
+    let stack = Stack::start("e2e_unsubscribe", "").await;
+    let user = phone(0);
+    stack.subscribe(std::slice::from_ref(&user)).await;
+
+    // The user replies "TD" to the access number.
+    let http = reqwest::Client::new();
+    let answer = http
+        .post(format!("{}/mo", stack.sim_url))
+        .json(&json!({ "phone": format!("86{user}"), "text": "TD", "sp_number": "121231100" }))
+        .send()
+        .await
+        .expect("simulator answers");
+    assert!(answer.status().is_success());
+
+    // The cancellation reaches the compacted topic, and the confirmation is queued.
+    let topics = stack.kafka.topics();
+    let (cancellations, _) = sms_harness::read_topic::<sms_core::events::SubscriptionRecord>(
+        &stack.kafka,
+        &topics.subscriptions,
+        2,
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("subscriptions");
+    assert!(cancellations
+        .iter()
+        .any(|r| r.state == sms_core::events::SubscriptionState::Cancelled));
+
+    // The next notice to that user is refused before the carrier.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let accepted = send(&stack, "after-td", 0..1, 1).await;
+    let id = accepted
+        .iter()
+        .next()
+        .expect("accepted at the door")
+        .clone();
+    account(&stack, &accepted).await;
+    let (statuses, _) = sms_harness::read_topic::<FinalStatus>(
+        &stack.kafka,
+        &topics.status,
+        2,
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("statuses");
+    let status = statuses
+        .iter()
+        .find(|s| s.message_id == id)
+        .expect("a final status");
+    assert_eq!(status.status, FinalState::Rejected);
+    assert_eq!(
+        status.refusal_reason,
+        Some(sms_core::events::RefusalReason::NotSubscribed)
+    );
+    // The confirmation itself (source SYSTEM) went out.
+    let counts = stack.counts().await;
+    assert!(
+        counts.submits_accepted >= 1,
+        "the unsubscribe confirmation was sent"
+    );
     stack.stop().await;
 }
