@@ -125,6 +125,7 @@ impl Stack {
                     format!("127.0.0.1:{analytics_metrics}"),
                 ),
                 pair("ANALYTICS_BATCH_MAX_MS", "300".into()),
+                pair("ANALYTICS_GROUP_ID", format!("{prefix}analytics")),
             ],
         );
         env.insert(
@@ -138,6 +139,8 @@ impl Stack {
                     format!("127.0.0.1:{status_metrics}"),
                 ),
                 pair("STATUS_GATEWAY_PASSWORD", "secret".into()),
+                pair("STATUS_CORRELATION__GROUP_ID", format!("{prefix}status")),
+                pair("STATUS_UPLINK__GROUP_ID", format!("{prefix}status-uplink")),
             ],
         );
         env.insert("smsc-sim", Vec::new());
@@ -163,7 +166,7 @@ impl Stack {
             &ingest_file,
             format!(
                 "listen = \"127.0.0.1:{ingest}\"\n[kafka]\nbootstrap = \"{bootstrap}\"\ntopic_prefix = \"{prefix}\"\n\
-                 [[clients]]\nid = \"platform\"\nbearer_sha256 = [\"{}\"]\n",
+                 [bridge]\ngroup_id = \"{prefix}ingest-bridge\"\n[[clients]]\nid = \"platform\"\nbearer_sha256 = [\"{}\"]\n",
                 sha256_hex(TOKEN)
             ),
         )

@@ -31,6 +31,9 @@ async fn start_status(kafka: &KafkaSettings, receiver: &str) -> Running {
     config.metrics_listen = "127.0.0.1:0".parse().expect("address");
     config.correlation.validity_ms = 6_000;
     config.correlation.orphan_hold_ms = 60_000;
+    // Groups of their own: tests running side by side must not rebalance each other.
+    config.correlation.group_id = format!("{}status", kafka.topic_prefix);
+    config.uplink.group_id = format!("{}status-uplink", kafka.topic_prefix);
     let (stop, shutdown) = watch::channel(false);
     let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
     let task = tokio::spawn(status::service::run(
