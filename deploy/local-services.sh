@@ -8,6 +8,7 @@
 #   deploy/local-services.sh status   say what runs
 #   deploy/local-services.sh env      print the exports a shell or test needs
 #   deploy/local-services.sh reset    stop and delete all local data
+#   deploy/local-services.sh stop-kafka | start-kafka   the broker alone (fault tests)
 #
 # Ports: KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9093), CLICKHOUSE_PORT (8123).
 # When CLICKHOUSE_URL is already set, a real ClickHouse server is used and the
@@ -145,10 +146,12 @@ case "${1:-}" in
     pid_alive "$ch_dir/chfront.pid" && echo "clickhouse: running on 127.0.0.1:$ch_port" || echo "clickhouse: stopped"
     ;;
   env) print_env ;;
+  stop-kafka) stop_pid "$kafka_dir/kafka.pid" kafka ;;
+  start-kafka) kafka_up ;;
   reset)
     "$0" down
     rm -rf "$kafka_dir" "$ch_dir"
     log "local data deleted"
     ;;
-  *) echo "usage: $0 up|down|status|env|reset" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|env|reset|stop-kafka|start-kafka" >&2; exit 2 ;;
 esac

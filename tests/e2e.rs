@@ -40,53 +40,13 @@ async fn send(
     phones: usize,
 ) -> HashSet<String> {
     let messages: Vec<Value> = range.map(|n| instruction(run, n, phones)).collect();
-    let mut accepted = HashSet::new();
-    for chunk in messages.chunks(50) {
-        let answer = stack.send_batch(chunk).await;
-        for item in answer["results"].as_array().into_iter().flatten() {
-            if let Some(id) = item["message_id"].as_str() {
-                accepted.insert(id.to_string());
-            }
-        }
-    }
-    accepted
-}
-
-/// Waits until every id in `ids` is final in the per-message table.
-async fn wait_final(
-    stack: &Stack,
-    ids: &HashSet<String>,
-    within: Duration,
-) -> HashMap<String, String> {
-    #[derive(clickhouse::Row, serde::Deserialize)]
-    struct Row {
-        message_id: String,
-        state: String,
-    }
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let rows = stack
-            .clickhouse
-            .query(
-                "SELECT message_id, argMax(state, version) AS state \
-                 FROM sms_messages WHERE is_final = 1 GROUP BY message_id",
-            )
-            .fetch_all::<Row>()
-            .await
-            .unwrap_or_default();
-        let finals: HashMap<String, String> =
-            rows.into_iter().map(|r| (r.message_id, r.state)).collect();
-        if ids.iter().all(|id| finals.contains_key(id)) || tokio::time::Instant::now() > deadline {
-            return finals;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    stack.send_all(&messages, 50).await
 }
 
 /// The accounting every test ends with. Returns the number of duplicate
 /// submissions the simulator saw.
 async fn account(stack: &Stack, accepted: &HashSet<String>) -> u64 {
-    let finals = wait_final(stack, accepted, Duration::from_secs(120)).await;
+    let finals = stack::wait_final(stack, accepted, Duration::from_secs(120)).await;
     let missing: Vec<_> = accepted
         .iter()
         .filter(|id| !finals.contains_key(*id))

@@ -1,8 +1,10 @@
 //! A whole system for one end-to-end test: every service as a real process on
 //! free ports, against the local Kafka (the test's own topics), ClickHouse
-//! (the test's own database) and the carrier simulator.
+//! (the test's own database) and the carrier simulator. Shared by several
+//! test binaries, each of which uses a part of it.
+#![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -309,9 +311,10 @@ impl Stack {
         }
     }
 
-    /// Sends a batch; returns the answer. Retries on 503 (Kafka busy) with the same ids.
+    /// Sends a batch; returns the answer. Retries on 503 (Kafka busy or down)
+    /// with the same request ids, for up to two minutes, as the platform would.
     pub async fn send_batch(&self, messages: &[Value]) -> Value {
-        for _ in 0..20 {
+        for _ in 0..240 {
             match self
                 .http
                 .post(format!("{}/v1/messages/batch", self.ingest_url))
@@ -327,6 +330,21 @@ impl Stack {
             }
         }
         panic!("ingest did not take the batch");
+    }
+
+    /// Sends `messages` in batches of `per_batch`; returns the ids of the
+    /// messages ingest accepted.
+    pub async fn send_all(&self, messages: &[Value], per_batch: usize) -> HashSet<String> {
+        let mut accepted = HashSet::new();
+        for chunk in messages.chunks(per_batch.max(1)) {
+            let answer = self.send_batch(chunk).await;
+            for item in answer["results"].as_array().into_iter().flatten() {
+                if let Some(id) = item["message_id"].as_str() {
+                    accepted.insert(id.to_string());
+                }
+            }
+        }
+        accepted
     }
 
     /// The simulator's counts.
@@ -356,5 +374,36 @@ impl Stack {
         for service in SERVICES.iter().rev() {
             self.terminate(service).await;
         }
+    }
+}
+
+/// Waits until every id in `ids` is final in the per-message table.
+pub async fn wait_final(
+    stack: &Stack,
+    ids: &HashSet<String>,
+    within: Duration,
+) -> HashMap<String, String> {
+    #[derive(clickhouse::Row, serde::Deserialize)]
+    struct Row {
+        message_id: String,
+        state: String,
+    }
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let rows = stack
+            .clickhouse
+            .query(
+                "SELECT message_id, argMax(state, version) AS state \
+                 FROM sms_messages WHERE is_final = 1 GROUP BY message_id",
+            )
+            .fetch_all::<Row>()
+            .await
+            .unwrap_or_default();
+        let finals: HashMap<String, String> =
+            rows.into_iter().map(|r| (r.message_id, r.state)).collect();
+        if ids.iter().all(|id| finals.contains_key(id)) || tokio::time::Instant::now() > deadline {
+            return finals;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
