@@ -15,6 +15,9 @@ struct Arguments {
     /// `ANALYTICS_...` environment variable.
     #[arg(long)]
     config: Option<String>,
+    /// Check the configuration and exit.
+    #[arg(long)]
+    check_config: bool,
 }
 
 #[tokio::main]
@@ -22,6 +25,10 @@ async fn main() -> anyhow::Result<()> {
     let arguments = Arguments::parse();
     sms_core::telemetry::init(analytics::sink::SERVICE);
     let config = AnalyticsConfig::load(arguments.config.as_deref()).context("configuration")?;
+    if arguments.check_config {
+        println!("configuration ok");
+        return Ok(());
+    }
 
     let report = schema::migrate(&config.clickhouse, config.ttl_months)
         .await
@@ -45,26 +52,6 @@ async fn main() -> anyhow::Result<()> {
 
 /// Cancels `shutdown` on SIGTERM or ctrl-c.
 async fn stop_on_signal(shutdown: CancellationToken) {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(error) => {
-                    tracing::warn!(%error, "SIGTERM not watched; ctrl-c only");
-                    let _ = ctrl_c.await;
-                    shutdown.cancel();
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = terminate.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    tracing::info!("shutdown requested: storing the current batch");
+    sms_core::telemetry::terminated().await;
     shutdown.cancel();
 }

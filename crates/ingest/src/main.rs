@@ -14,6 +14,9 @@ struct Args {
     /// TOML configuration file; `INGEST_…` environment variables override it.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Check the configuration and exit.
+    #[arg(long)]
+    check_config: bool,
 }
 
 #[tokio::main]
@@ -22,6 +25,10 @@ async fn main() -> anyhow::Result<()> {
     sms_core::telemetry::init("ingest");
     let config = Config::load(args.config.as_deref(), std::env::vars())
         .context("loading the configuration")?;
+    if args.check_config {
+        println!("configuration ok");
+        return Ok(());
+    }
     let service = Ingest::start(config).await.context("starting ingest")?;
     if !service.run_until(shutdown_signal()).await {
         anyhow::bail!("shutdown did not finish within the drain deadline");
@@ -31,29 +38,5 @@ async fn main() -> anyhow::Result<()> {
 
 /// Completes on SIGTERM or ctrl-c.
 async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::warn!(error = %e, "cannot listen for ctrl-c");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = terminate => {}
-    }
-    tracing::info!("shutdown signal received");
+    sms_core::telemetry::terminated().await;
 }
