@@ -22,6 +22,10 @@ command -v python3 >/dev/null || missing+=(python3 python3-venv)
 command -v cmake >/dev/null || missing+=(cmake)
 command -v make >/dev/null || missing+=(make)
 command -v g++ >/dev/null || missing+=(g++)
+# librdkafka (TLS, SASL/SCRAM), the ClickHouse client and the ingest API link
+# the system OpenSSL, found through pkg-config.
+command -v pkg-config >/dev/null || missing+=(pkg-config)
+dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   apt-get update -qq && apt-get install -y -qq "${missing[@]}"

@@ -7,6 +7,13 @@
 //! whose first segment is one of the struct's top-level keys count, so
 //! secrets can live in other `{PREFIX}…` variables without clashing; any
 //! other `{PREFIX}…` variable is ignored (and logged at debug level).
+//!
+//! A value the struct refuses is reported with its key path, the value (and
+//! the variable it came from, for an override) and what was expected, e.g.
+//! `invalid configuration: limits.max_batch = "many" (from
+//! INGEST_LIMITS__MAX_BATCH): invalid type: string "many", expected usize`.
+//! Sections and keys that hold secrets (see [`crate::secret`]) are never
+//! echoed.
 
 use std::path::Path;
 
@@ -45,6 +52,7 @@ pub fn from_str<T: DeserializeOwned>(
         key: "--config".into(),
         message: e.to_string(),
     })?;
+    let mut overridden: Vec<(Vec<String>, String)> = Vec::new();
     for (name, value) in env {
         let Some(rest) = name.strip_prefix(prefix) else {
             continue;
@@ -57,13 +65,57 @@ pub fn from_str<T: DeserializeOwned>(
             continue;
         }
         set(&mut table, &path, scalar(&value), &name)?;
+        overridden.push((path, name));
     }
-    toml::Value::Table(table)
-        .try_into()
-        .map_err(|e: toml::de::Error| CoreError::Config {
-            key: "config".into(),
-            message: e.message().to_string(),
-        })
+    let root = toml::Value::Table(table);
+    serde_path_to_error::deserialize(root.clone()).map_err(|e| {
+        let path: Vec<String> = e
+            .path()
+            .iter()
+            .filter_map(|segment| match segment {
+                serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
+                _ => None,
+            })
+            .collect();
+        let message = e.inner().message().to_string();
+        CoreError::Config {
+            key: describe(&root, &path, &overridden),
+            message,
+        }
+    })
+}
+
+/// `key.path = value (from VARIABLE)` for an error at `path`: the value only
+/// when it is a plain value whose key does not look like a secret, the
+/// variable only when an override set it.
+fn describe(root: &toml::Value, path: &[String], overridden: &[(Vec<String>, String)]) -> String {
+    if path.is_empty() {
+        return "config".into();
+    }
+    let mut key = path.join(".");
+    let secret = path.iter().any(|segment| {
+        ["password", "secret", "token"]
+            .iter()
+            .any(|word| segment.contains(word))
+    });
+    let value = path.iter().try_fold(root, |value, segment| match value {
+        toml::Value::Table(table) => table.get(segment),
+        toml::Value::Array(items) => segment.parse::<usize>().ok().and_then(|i| items.get(i)),
+        _ => None,
+    });
+    match value {
+        Some(toml::Value::Table(_)) | None => {}
+        Some(_) if secret => key.push_str(" = ***"),
+        Some(value) => {
+            key.push_str(" = ");
+            key.push_str(&value.to_string());
+        }
+    }
+    if let Some((_, name)) = overridden.iter().rev().find(|(p, _)| path.starts_with(p)) {
+        key.push_str(&format!(" (from {name})"));
+    }
+    key
 }
 
 fn scalar(raw: &str) -> toml::Value {
@@ -153,9 +205,17 @@ mod tests {
         assert!(err.to_string().contains("nmae"), "{err}");
         let err = load::<Example>(None, "EX_", &["limit_ms"], env(&[("EX_LIMIT_MS", "soon")]))
             .unwrap_err();
-        assert!(
-            err.to_string().contains("limit_ms") || err.to_string().contains("invalid type"),
-            "{err}"
+        assert_eq!(
+            err.to_string(),
+            "invalid configuration: limit_ms = \"soon\" (from EX_LIMIT_MS): \
+             invalid type: string \"soon\", expected u64"
+        );
+        std::fs::write(&file, "[kafka]\nbootstrap = 9092\n").expect("writes");
+        let err = load::<Example>(Some(&file), "EX_", &["kafka"], env(&[])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid configuration: kafka.bootstrap = 9092: \
+             invalid type: integer `9092`, expected a string"
         );
         let err =
             load::<Example>(Some(&dir.join("missing.toml")), "EX_", &[], env(&[])).unwrap_err();

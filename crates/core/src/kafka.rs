@@ -1,6 +1,8 @@
 //! Kafka client setup shared by every service: settings, topic catalogue, producer and consumer defaults.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -10,9 +12,25 @@ use rdkafka::types::RDKafkaErrorCode;
 use serde::Deserialize;
 
 use crate::error::CoreError;
+use crate::secret::Secret;
 
 /// Where the brokers are and how to talk to them.
-#[derive(Debug, Clone, Deserialize)]
+///
+/// Security is off by default (`security_protocol = "plaintext"`), as the
+/// local broker runs. For a cluster that wants credentials:
+///
+/// ```toml
+/// [kafka]
+/// bootstrap = "kafka-1:9094,kafka-2:9094"
+/// security_protocol = "sasl_ssl"
+/// [kafka.sasl]
+/// mechanism = "SCRAM-SHA-512"
+/// username = "industry-sms"
+/// password = { file = "/run/secrets/kafka-password" }
+/// [kafka.ssl]
+/// ca_file = "/etc/industry-sms/kafka-ca.pem"
+/// ```
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSettings {
     /// Comma-separated `host:port` list. Default `127.0.0.1:9092`.
@@ -22,10 +40,133 @@ pub struct KafkaSettings {
     /// tests) share one cluster. Default empty.
     #[serde(default)]
     pub topic_prefix: String,
-    /// Extra librdkafka properties, e.g. `security.protocol = "SASL_SSL"`.
-    /// Applied last, so they override the defaults below.
+    /// `plaintext`, `ssl` (TLS), `sasl_plaintext` (credentials, no TLS) or
+    /// `sasl_ssl` (credentials over TLS). Default `plaintext`.
+    #[serde(default)]
+    pub security_protocol: SecurityProtocol,
+    /// Credentials, required by (and only allowed with) the `sasl_*`
+    /// protocols. Default none.
+    #[serde(default)]
+    pub sasl: Option<SaslSettings>,
+    /// TLS settings for the `ssl` and `sasl_ssl` protocols. Default: the
+    /// system's CA store, host names checked, no client certificate.
+    #[serde(default)]
+    pub ssl: SslSettings,
+    /// Extra librdkafka properties, e.g. `"socket.keepalive.enable" = "true"`.
+    /// Applied last, so they override everything above. Values of keys that
+    /// contain `password` or `secret` are never printed, but prefer the typed
+    /// `sasl.password`, which can come from a file or the environment.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+}
+
+/// How librdkafka connects to the brokers (`security.protocol`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecurityProtocol {
+    #[default]
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    fn as_librdkafka(self) -> &'static str {
+        match self {
+            Self::Plaintext => "plaintext",
+            Self::Ssl => "ssl",
+            Self::SaslPlaintext => "sasl_plaintext",
+            Self::SaslSsl => "sasl_ssl",
+        }
+    }
+
+    fn uses_sasl(self) -> bool {
+        matches!(self, Self::SaslPlaintext | Self::SaslSsl)
+    }
+
+    fn uses_tls(self) -> bool {
+        matches!(self, Self::Ssl | Self::SaslSsl)
+    }
+}
+
+/// SASL credentials (`sasl.mechanisms`, `sasl.username`, `sasl.password`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaslSettings {
+    /// `SCRAM-SHA-512`, `SCRAM-SHA-256` or `PLAIN` (send PLAIN only over
+    /// `sasl_ssl`). Default `SCRAM-SHA-512`.
+    #[serde(default)]
+    pub mechanism: SaslMechanism,
+    /// The SASL user name.
+    pub username: String,
+    /// The password: a literal, `{ env = "VARIABLE" }` or
+    /// `{ file = "/path" }` (see [`crate::secret`]).
+    pub password: Secret,
+}
+
+/// A SASL mechanism librdkafka implements with OpenSSL alone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum SaslMechanism {
+    #[default]
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    #[serde(rename = "PLAIN")]
+    Plain,
+}
+
+impl SaslMechanism {
+    fn as_librdkafka(self) -> &'static str {
+        match self {
+            Self::ScramSha512 => "SCRAM-SHA-512",
+            Self::ScramSha256 => "SCRAM-SHA-256",
+            Self::Plain => "PLAIN",
+        }
+    }
+}
+
+/// TLS to the brokers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SslSettings {
+    /// PEM file of the CA(s) that signed the brokers' certificates
+    /// (`ssl.ca.location`). Default: the system's CA store.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate, for brokers that require one
+    /// (`ssl.certificate.location`). Default none.
+    #[serde(default)]
+    pub certificate_file: Option<PathBuf>,
+    /// PEM private key of the client certificate (`ssl.key.location`).
+    /// Default none.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Password of an encrypted `key_file` (`ssl.key.password`), a secret.
+    /// Default none.
+    #[serde(default)]
+    pub key_password: Option<Secret>,
+    /// Whether the broker's certificate must name the host connected to
+    /// (`ssl.endpoint.identification.algorithm`). Default true.
+    #[serde(default = "default_true")]
+    pub verify_hostname: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for SslSettings {
+    fn default() -> Self {
+        Self {
+            ca_file: None,
+            certificate_file: None,
+            key_file: None,
+            key_password: None,
+            verify_hostname: true,
+        }
+    }
 }
 
 fn default_bootstrap() -> String {
@@ -37,8 +178,32 @@ impl Default for KafkaSettings {
         Self {
             bootstrap: default_bootstrap(),
             topic_prefix: String::new(),
+            security_protocol: SecurityProtocol::default(),
+            sasl: None,
+            ssl: SslSettings::default(),
             properties: BTreeMap::new(),
         }
+    }
+}
+
+impl fmt::Debug for KafkaSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let properties: BTreeMap<&str, &str> = self
+            .properties
+            .iter()
+            .map(|(k, v)| {
+                let secret = k.contains("password") || k.contains("secret");
+                (k.as_str(), if secret { "***" } else { v.as_str() })
+            })
+            .collect();
+        f.debug_struct("KafkaSettings")
+            .field("bootstrap", &self.bootstrap)
+            .field("topic_prefix", &self.topic_prefix)
+            .field("security_protocol", &self.security_protocol)
+            .field("sasl", &self.sasl)
+            .field("ssl", &self.ssl)
+            .field("properties", &properties)
+            .finish()
     }
 }
 
@@ -51,6 +216,63 @@ impl KafkaSettings {
         }
     }
 
+    /// Refuses combinations that cannot connect, naming the key under
+    /// `section` (usually `kafka`): SASL credentials without a SASL
+    /// protocol or the other way round, TLS files that do not exist, a key
+    /// without its certificate.
+    pub fn check(&self, section: &str) -> Result<(), CoreError> {
+        let bad = |key: &str, message: String| {
+            Err(CoreError::Config {
+                key: format!("{section}.{key}"),
+                message,
+            })
+        };
+        let protocol = self.security_protocol.as_librdkafka();
+        match (&self.sasl, self.security_protocol.uses_sasl()) {
+            (None, true) => {
+                return bad(
+                    "sasl",
+                    format!("security_protocol = \"{protocol}\" needs a [{section}.sasl] section with username and password"),
+                )
+            }
+            (Some(_), false) => {
+                return bad(
+                    "security_protocol",
+                    format!("is \"{protocol}\"; expected \"sasl_plaintext\" or \"sasl_ssl\" when [{section}.sasl] is given"),
+                )
+            }
+            (Some(sasl), true) if sasl.username.trim().is_empty() => {
+                return bad("sasl.username", "is empty; expected the SASL user name".into())
+            }
+            _ => {}
+        }
+        let files = [
+            ("ssl.ca_file", &self.ssl.ca_file),
+            ("ssl.certificate_file", &self.ssl.certificate_file),
+            ("ssl.key_file", &self.ssl.key_file),
+        ];
+        for (key, file) in files {
+            if let Some(path) = file {
+                if !path.is_file() {
+                    return bad(
+                        key,
+                        format!(
+                            "= {:?}: no such file; expected a PEM file",
+                            path.display().to_string()
+                        ),
+                    );
+                }
+            }
+        }
+        if self.ssl.key_file.is_some() != self.ssl.certificate_file.is_some() {
+            return bad(
+                "ssl.key_file",
+                "expected both certificate_file and key_file, or neither".into(),
+            );
+        }
+        Ok(())
+    }
+
     /// The topic names under this deployment's prefix.
     pub fn topics(&self) -> Topics {
         Topics::with_prefix(&self.topic_prefix)
@@ -61,6 +283,33 @@ impl KafkaSettings {
         config
             .set("bootstrap.servers", &self.bootstrap)
             .set("client.id", client_id);
+        if self.security_protocol != SecurityProtocol::Plaintext {
+            config.set("security.protocol", self.security_protocol.as_librdkafka());
+        }
+        if let Some(sasl) = &self.sasl {
+            config
+                .set("sasl.mechanisms", sasl.mechanism.as_librdkafka())
+                .set("sasl.username", &sasl.username)
+                .set("sasl.password", sasl.password.expose());
+        }
+        if self.security_protocol.uses_tls() {
+            let ssl = &self.ssl;
+            let path = |p: &PathBuf| p.display().to_string();
+            if let Some(ca) = &ssl.ca_file {
+                config.set("ssl.ca.location", path(ca));
+            }
+            if let Some(certificate) = &ssl.certificate_file {
+                config.set("ssl.certificate.location", path(certificate));
+            }
+            if let Some(key) = &ssl.key_file {
+                config.set("ssl.key.location", path(key));
+            }
+            if let Some(password) = &ssl.key_password {
+                config.set("ssl.key.password", password.expose());
+            }
+            let algorithm = if ssl.verify_hostname { "https" } else { "none" };
+            config.set("ssl.endpoint.identification.algorithm", algorithm);
+        }
         config
     }
 
@@ -240,4 +489,81 @@ pub async fn create_topics(
         }
     }
     Ok(created)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(text: &str) -> KafkaSettings {
+        toml::from_str(text).expect("parses")
+    }
+
+    #[test]
+    fn plaintext_by_default_sets_no_security_properties() {
+        let config = KafkaSettings::default().producer_config("t");
+        assert_eq!(config.get("security.protocol"), None);
+        assert_eq!(config.get("sasl.password"), None);
+        KafkaSettings::default()
+            .check("kafka")
+            .expect("default is valid");
+    }
+
+    #[test]
+    fn sasl_and_tls_become_librdkafka_properties() {
+        let kafka = settings(
+            "security_protocol = \"sasl_ssl\"\n\
+             [sasl]\nusername = \"sms\"\npassword = \"pw\"\n\
+             [ssl]\nverify_hostname = false\n",
+        );
+        kafka.check("kafka").expect("valid");
+        let config = kafka.consumer_config("t", "g");
+        assert_eq!(config.get("security.protocol"), Some("sasl_ssl"));
+        assert_eq!(config.get("sasl.mechanisms"), Some("SCRAM-SHA-512"));
+        assert_eq!(config.get("sasl.username"), Some("sms"));
+        assert_eq!(config.get("sasl.password"), Some("pw"));
+        assert_eq!(
+            config.get("ssl.endpoint.identification.algorithm"),
+            Some("none")
+        );
+    }
+
+    #[test]
+    fn debug_hides_passwords_in_typed_settings_and_properties() {
+        let kafka = settings(
+            "security_protocol = \"sasl_plaintext\"\n\
+             [sasl]\nusername = \"sms\"\npassword = \"typed-pw\"\n\
+             [properties]\n\"sasl.oauthbearer.client.secret\" = \"prop-secret\"\n\
+             \"ssl.keystore.password\" = \"prop-pw\"\n\"linger.ms\" = \"7\"\n",
+        );
+        let printed = format!("{kafka:?}");
+        for hidden in ["typed-pw", "prop-secret", "prop-pw"] {
+            assert!(!printed.contains(hidden), "{printed}");
+        }
+        assert!(printed.contains("\"linger.ms\": \"7\""), "{printed}");
+    }
+
+    #[test]
+    fn inconsistent_security_is_refused_by_key() {
+        let err = settings("security_protocol = \"sasl_ssl\"\n")
+            .check("kafka")
+            .unwrap_err();
+        assert!(err.to_string().contains("kafka.sasl"), "{err}");
+        let err = settings("[sasl]\nusername = \"u\"\npassword = \"p\"\n")
+            .check("kafka")
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("kafka.security_protocol: is \"plaintext\""),
+            "{err}"
+        );
+        let err =
+            settings("security_protocol = \"ssl\"\n[ssl]\nca_file = \"/nonexistent/ca.pem\"\n")
+                .check("kafka")
+                .unwrap_err();
+        assert!(err.to_string().contains("kafka.ssl.ca_file"), "{err}");
+        assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+        let err: Result<KafkaSettings, _> = toml::from_str("security_protocol = \"tls\"\n");
+        assert!(err.is_err());
+    }
 }

@@ -27,7 +27,9 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod kafka;
+pub mod secret;
 pub mod telemetry;
 pub mod validate;
 
 pub use error::CoreError;
+pub use secret::Secret;
