@@ -1166,6 +1166,16 @@ impl Dispatch {
         for ledger in self.ledgers.values_mut() {
             ledger.prune(now, window);
         }
+        let spent: u64 = self.ledgers.values().map(|l| l.month_spend(now)).sum();
+        gauge!("dispatcher_budget_month_spent_yuan").set(spent as f64 / 1_000_000.0);
+        let used = self
+            .ledgers
+            .values()
+            .map(|l| self.policy.budget_used(l, now, self.partitions))
+            .fold(0.0, f64::max);
+        gauge!("dispatcher_budget_used_ratio").set(used);
+        gauge!("dispatcher_gateway_connections")
+            .set(self.gateway.as_ref().map_or(0, |g| g.connected()) as f64);
         gauge!("dispatcher_retry_held")
             .set(self.held.values().map(VecDeque::len).sum::<usize>() as f64);
         gauge!("dispatcher_waiting_for_phone")

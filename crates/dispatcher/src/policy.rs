@@ -193,6 +193,24 @@ impl Policy {
     pub fn price(&self) -> u64 {
         self.price
     }
+
+    /// How much of its spending allowance a partition has used at `now`:
+    /// this month's spend (with what is at the gateway) over the partition's
+    /// part of the tighter ceiling, contract or monthly. 1.0 or more means
+    /// the partition refuses with BUDGET_EXHAUSTED.
+    pub fn budget_used(&self, ledger: &Ledger, now: Millis, partitions: usize) -> f64 {
+        let partitions = partitions.max(1) as u64;
+        let spend = ledger.month_spend(now) + ledger.reserved;
+        let budget = &self.settings.budget;
+        let mut allowance = micros(budget.contract_yuan - budget.contract_spent_yuan) / partitions;
+        if budget.monthly_yuan > 0.0 {
+            allowance = allowance.min(micros(budget.monthly_yuan) / partitions);
+        }
+        if allowance == 0 {
+            return 1.0;
+        }
+        spend as f64 / allowance as f64
+    }
 }
 
 /// What is known of one message id.
@@ -302,12 +320,7 @@ impl Ledger {
         partitions: usize,
     ) -> Option<String> {
         let partitions = partitions.max(1) as u64;
-        let spend = if month_start(now) > self.month_start {
-            0
-        } else {
-            self.month_spend
-        };
-        let after = spend + self.reserved + cost;
+        let after = self.month_spend(now) + self.reserved + cost;
         let budget = &settings.budget;
         let contract_left = micros(budget.contract_yuan - budget.contract_spent_yuan);
         if after > contract_left / partitions {
@@ -317,6 +330,16 @@ impl Ledger {
             return Some("monthly".into());
         }
         None
+    }
+
+    /// What this partition spent in the calendar month of `now`, in
+    /// micro-yuan (nothing yet when `now` is in a month with no submission).
+    pub fn month_spend(&self, now: Millis) -> u64 {
+        if month_start(now) > self.month_start {
+            0
+        } else {
+            self.month_spend
+        }
     }
 
     /// Holds `cost` while a message is at the gateway.
@@ -535,6 +558,34 @@ mod tests {
             reason(poor.decide(&notice, NOW, &Ledger::default(), 2, yes)),
             Some(RefusalReason::BudgetExhausted)
         );
+    }
+
+    #[test]
+    fn budget_used_is_the_partition_share_of_the_tighter_ceiling() {
+        let mut settings = PolicySettings::default();
+        settings.budget.contract_yuan = 1.0;
+        let policy = Policy::new(&settings).unwrap();
+        let mut ledger = Ledger::default();
+        let notice = request("n-2", MessageKind::Notice, "【交管12123】通知");
+        ledger.record(&submitted(&notice, NOW), policy.price());
+        assert_eq!(ledger.month_spend(NOW), 41_000);
+
+        // 0.041 of the 0.5 yuan each of two partitions may spend.
+        let used = policy.budget_used(&ledger, NOW, 2);
+        assert!((used - 0.082).abs() < 1e-9, "{used}");
+
+        // A monthly ceiling of 0.1 yuan is tighter: 0.041 of 0.05.
+        settings.budget.monthly_yuan = 0.1;
+        let monthly = Policy::new(&settings).unwrap();
+        let used = monthly.budget_used(&ledger, NOW, 2);
+        assert!((used - 0.82).abs() < 1e-9, "{used}");
+
+        // A new month starts from nothing; no allowance at all is used up.
+        let next_month = NOW + 32 * 86_400_000;
+        assert_eq!(monthly.budget_used(&ledger, next_month, 2), 0.0);
+        settings.budget.contract_spent_yuan = 1.0;
+        let spent = Policy::new(&settings).unwrap();
+        assert_eq!(spent.budget_used(&Ledger::default(), NOW, 2), 1.0);
     }
 
     #[test]

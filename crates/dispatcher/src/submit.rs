@@ -103,6 +103,16 @@ impl Gateway {
         }))
     }
 
+    /// Sessions bound to the gateway now (they connect on first use and
+    /// unbind when idle, so 0 is normal while there is nothing to send).
+    pub fn connected(&self) -> usize {
+        self.pool
+            .sessions()
+            .iter()
+            .filter(|s| s.is_connected())
+            .count()
+    }
+
     /// Closes every connection, waiting for what is in flight.
     pub async fn close(&self) {
         self.pool.close().await;

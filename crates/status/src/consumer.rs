@@ -258,7 +258,7 @@ impl Session<'_> {
     fn write_final(&mut self, status: FinalStatus) -> Result<(), StatusError> {
         let span = info_span!("final", message_id = %status.message_id);
         let _enter = span.enter();
-        counter!("status_final_total", "status" => format!("{:?}", status.status)).increment(1);
+        count_final(&status);
         if let Some(report_at) = status.report_at {
             gauge!("status_correlation_lag_ms").set((status.decided_at - report_at) as f64);
         }
@@ -409,4 +409,72 @@ async fn load_finalized(
     .instrument(span)
     .await
     .map_err(|_| StatusError::Rebalanced)?
+}
+
+/// Counts a final status for the contract's rates: `status_final_total` by
+/// state, and `status_within_seven_seconds_total` for the timely ones. With
+/// the states that went to the carrier (Delivered, Failed, Unknown) as the
+/// denominator, Delivered gives the success rate (3.7) and the timely count
+/// the timeliness rate (3.8); refused states are never timely.
+fn count_final(status: &FinalStatus) {
+    counter!("status_final_total", "status" => format!("{:?}", status.status)).increment(1);
+    if status.within_seven_seconds {
+        counter!("status_within_seven_seconds_total").increment(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sms_core::events::{FinalState, MessageKind};
+
+    fn status(state: FinalState, within_seven_seconds: bool) -> FinalStatus {
+        FinalStatus {
+            message_id: "m".into(),
+            request_id: "r".into(),
+            phone: "8618612341234".into(),
+            kind: MessageKind::Notice,
+            status: state,
+            failure_category: None,
+            error_code: None,
+            refusal_reason: None,
+            billed_segments: 1,
+            segments_delivered: 1,
+            accepted_at: 0,
+            submitted_at: Some(100),
+            gateway_response_at: Some(200),
+            report_at: Some(900),
+            decided_at: 1_000,
+            within_seven_seconds,
+        }
+    }
+
+    #[test]
+    fn final_statuses_count_by_state_and_timeliness() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            count_final(&status(FinalState::Delivered, true));
+            count_final(&status(FinalState::Delivered, false));
+            count_final(&status(FinalState::Failed, true));
+            count_final(&status(FinalState::Rejected, false));
+        });
+        let text = handle.render();
+        assert!(
+            text.contains("status_final_total{status=\"Delivered\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("status_final_total{status=\"Failed\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("status_final_total{status=\"Rejected\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("status_within_seven_seconds_total 2"),
+            "{text}"
+        );
+    }
 }
