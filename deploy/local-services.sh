@@ -10,7 +10,11 @@
 #   deploy/local-services.sh reset    stop and delete all local data
 #   deploy/local-services.sh stop-kafka | start-kafka   the broker alone (fault tests)
 #
-# Ports: KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9093), CLICKHOUSE_PORT (8123).
+# Ports: KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9093), KAFKA_SASL_PORT (9094,
+# SASL_PLAINTEXT with SCRAM-SHA-512), KAFKA_SASL_SSL_PORT (9095, SASL_SSL with
+# a self-signed certificate under var/kafka/tls), CLICKHOUSE_PORT (8123). The
+# SCRAM user (KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD in `env`) is a local
+# test credential, created after every start.
 # When CLICKHOUSE_URL is already set, a real ClickHouse server is used and the
 # local front is not started; the same holds for KAFKA_BOOTSTRAP.
 set -euo pipefail
@@ -19,6 +23,12 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 var="$root/var"
 kafka_port="${KAFKA_PORT:-9092}"
 controller_port="${KAFKA_CONTROLLER_PORT:-9093}"
+sasl_port="${KAFKA_SASL_PORT:-9094}"
+sasl_ssl_port="${KAFKA_SASL_SSL_PORT:-9095}"
+# Local test credentials only: the SCRAM user and the keystore's password.
+sasl_user="industry-sms"
+sasl_password="industry-sms-local"
+tls_password="industry-sms-local-tls"
 ch_port="${CLICKHOUSE_PORT:-8123}"
 kafka_dir="$var/kafka"
 ch_dir="$var/clickhouse"
@@ -59,8 +69,11 @@ kafka_up() {
   "$root/deploy/kafka/install.sh"
   local libs="$root/deploy/kafka/dist/libs"
   mkdir -p "$kafka_dir/data" "$kafka_dir/logs"
+  kafka_tls
   sed -e "s#@DATA@#$kafka_dir/data#" -e "s#@PORT@#$kafka_port#" \
       -e "s#@CONTROLLER_PORT@#$controller_port#" \
+      -e "s#@SASL_PORT@#$sasl_port#" -e "s#@SASL_SSL_PORT@#$sasl_ssl_port#" \
+      -e "s#@TLS_DIR@#$kafka_dir/tls#" -e "s#@TLS_PASSWORD@#$tls_password#" \
       "$root/deploy/kafka/server.properties.in" > "$kafka_dir/server.properties"
 
   # The log directory is formatted once; a restart keeps the data.
@@ -85,6 +98,7 @@ kafka_up() {
   for _ in $(seq 1 120); do
     if grep -q "Kafka Server started" "$kafka_dir/logs/server.log" 2>/dev/null && port_open "$kafka_port"; then
       log "kafka ready on 127.0.0.1:$kafka_port (data in $kafka_dir/data)"
+      kafka_scram_user
       return 0
     fi
     pid_alive "$kafka_dir/kafka.pid" || break
@@ -94,6 +108,38 @@ kafka_up() {
   tail -n 30 "$kafka_dir/logs/stdout.log" >&2 || true
   tail -n 30 "$kafka_dir/logs/server.log" >&2 || true
   return 1
+}
+
+# The broker's certificate for the SASL_SSL listener: self-signed, for
+# 127.0.0.1 and localhost, made once. Clients trust var/kafka/tls/ca.pem.
+kafka_tls() {
+  local tls="$kafka_dir/tls"
+  [ -f "$tls/broker.p12" ] && [ -f "$tls/ca.pem" ] && return 0
+  command -v keytool >/dev/null || { log "keytool (from the JDK) is needed for the SASL_SSL listener"; return 1; }
+  mkdir -p "$tls"
+  rm -f "$tls/broker.p12" "$tls/ca.pem"
+  keytool -genkeypair -noprompt -alias broker -keyalg RSA -keysize 2048 -validity 3650 \
+    -dname "CN=localhost" -ext "SAN=IP:127.0.0.1,DNS:localhost" \
+    -storetype PKCS12 -keystore "$tls/broker.p12" -storepass "$tls_password" \
+    >"$kafka_dir/logs/keytool.log" 2>&1 \
+    || { log "keytool failed:"; cat "$kafka_dir/logs/keytool.log" >&2; return 1; }
+  keytool -exportcert -rfc -alias broker -keystore "$tls/broker.p12" \
+    -storepass "$tls_password" -file "$tls/ca.pem" >>"$kafka_dir/logs/keytool.log" 2>&1
+  log "made the broker certificate $tls/ca.pem"
+}
+
+# Creates (or resets) the SCRAM-SHA-512 user through the running broker, so
+# a data directory formatted before the SASL listeners existed gets it too.
+kafka_scram_user() {
+  local libs="$root/deploy/kafka/dist/libs"
+  java -cp "$libs/*" -Dlog4j2.configurationFile="$root/deploy/kafka/log4j2.yaml" \
+    -Dkafka.logs.dir="$kafka_dir/logs" \
+    kafka.admin.ConfigCommand --bootstrap-server "127.0.0.1:$kafka_port" \
+    --alter --entity-type users --entity-name "$sasl_user" \
+    --add-config "SCRAM-SHA-512=[iterations=8192,password=$sasl_password]" \
+    >"$kafka_dir/logs/scram.log" 2>&1 \
+    || { log "creating the SCRAM user failed:"; cat "$kafka_dir/logs/scram.log" >&2; return 1; }
+  log "SCRAM-SHA-512 user $sasl_user on 127.0.0.1:$sasl_port (SASL_PLAINTEXT) and 127.0.0.1:$sasl_ssl_port (SASL_SSL)"
 }
 
 clickhouse_up() {
@@ -132,6 +178,21 @@ clickhouse_up() {
 
 print_env() {
   echo "export KAFKA_BOOTSTRAP=${KAFKA_BOOTSTRAP:-127.0.0.1:$kafka_port}"
+  # The SASL listeners: the local broker's, unless KAFKA_SASL_* already point
+  # at another cluster's (a remote KAFKA_BOOTSTRAP has no local ones).
+  if [ -n "${KAFKA_SASL_BOOTSTRAP:-}" ]; then
+    echo "export KAFKA_SASL_BOOTSTRAP=$KAFKA_SASL_BOOTSTRAP"
+    echo "export KAFKA_SASL_USERNAME=${KAFKA_SASL_USERNAME:-}"
+    echo "export KAFKA_SASL_PASSWORD=${KAFKA_SASL_PASSWORD:-}"
+    [ -n "${KAFKA_SASL_SSL_BOOTSTRAP:-}" ] && echo "export KAFKA_SASL_SSL_BOOTSTRAP=$KAFKA_SASL_SSL_BOOTSTRAP"
+    [ -n "${KAFKA_SSL_CA_FILE:-}" ] && echo "export KAFKA_SSL_CA_FILE=$KAFKA_SSL_CA_FILE"
+  elif [ "${KAFKA_BOOTSTRAP:-127.0.0.1:$kafka_port}" = "127.0.0.1:$kafka_port" ]; then
+    echo "export KAFKA_SASL_BOOTSTRAP=127.0.0.1:$sasl_port"
+    echo "export KAFKA_SASL_SSL_BOOTSTRAP=127.0.0.1:$sasl_ssl_port"
+    echo "export KAFKA_SASL_USERNAME=$sasl_user"
+    echo "export KAFKA_SASL_PASSWORD=$sasl_password"
+    echo "export KAFKA_SSL_CA_FILE=$kafka_dir/tls/ca.pem"
+  fi
   echo "export CLICKHOUSE_URL=${CLICKHOUSE_URL:-http://127.0.0.1:$ch_port}"
 }
 

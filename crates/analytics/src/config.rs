@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use sms_core::kafka::KafkaSettings;
+use sms_core::Secret;
 
 use crate::error::AnalyticsError;
 
@@ -92,15 +93,23 @@ impl Default for AnalyticsConfig {
 }
 
 /// How to reach ClickHouse.
+///
+/// TLS is chosen by the URL: `https://ch.example:8443` speaks TLS (through
+/// the system OpenSSL), checks the server's certificate against the
+/// system's CA store and its host name against the URL. A private CA is
+/// added to the system store, or named by the `SSL_CERT_FILE` environment
+/// variable (OpenSSL reads it).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClickHouseSettings {
-    /// The HTTP interface. Default `http://127.0.0.1:8123`.
+    /// The HTTP interface, `http://` or `https://`. Default
+    /// `http://127.0.0.1:8123`.
     pub url: String,
     /// Default `default`.
     pub user: String,
+    /// A secret: a literal, `{ env = "VARIABLE" }` or `{ file = "/path" }`.
     /// Default empty.
-    pub password: String,
+    pub password: Secret,
     /// Created if missing. Default `sms`.
     pub database: String,
 }
@@ -110,7 +119,7 @@ impl Default for ClickHouseSettings {
         Self {
             url: "http://127.0.0.1:8123".into(),
             user: "default".into(),
-            password: String::new(),
+            password: Secret::default(),
             database: "sms".into(),
         }
     }
@@ -127,7 +136,7 @@ impl ClickHouseSettings {
         clickhouse::Client::default()
             .with_url(&self.url)
             .with_user(&self.user)
-            .with_password(&self.password)
+            .with_password(self.password.expose())
     }
 }
 
@@ -177,32 +186,48 @@ impl AnalyticsConfig {
         };
         if self.ttl_months < MIN_TTL_MONTHS {
             return fail(
-                "ttl_months",
-                format!("must be at least {MIN_TTL_MONTHS} (contract clause 2.7)"),
+                &format!("ttl_months = {}", self.ttl_months),
+                format!("expected at least {MIN_TTL_MONTHS} (contract clause 2.7)"),
             );
         }
         if self.batch_max_events == 0 {
-            return fail("batch_max_events", "must be at least 1".into());
+            return fail("batch_max_events = 0", "expected at least 1".into());
         }
         if self.batch_max_ms == 0 {
-            return fail("batch_max_ms", "must be at least 1".into());
+            return fail("batch_max_ms = 0", "expected at least 1".into());
         }
         if self.retry_initial_ms == 0 || self.retry_max_ms < self.retry_initial_ms {
             return fail(
-                "retry_max_ms",
-                "retry_initial_ms must be positive and at most retry_max_ms".into(),
+                &format!(
+                    "retry_initial_ms = {}, retry_max_ms = {}",
+                    self.retry_initial_ms, self.retry_max_ms
+                ),
+                "expected 0 < retry_initial_ms <= retry_max_ms".into(),
             );
         }
         if self.group_id.is_empty() {
-            return fail("group_id", "must not be empty".into());
+            return fail("group_id = \"\"", "expected a consumer group name".into());
         }
         if !valid_identifier(&self.clickhouse.database) {
             return fail(
-                "clickhouse.database",
-                "only letters, digits and underscores".into(),
+                &format!("clickhouse.database = {:?}", self.clickhouse.database),
+                "expected only letters, digits and underscores".into(),
             );
         }
-        Ok(())
+        let url = &self.clickhouse.url;
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return fail(
+                &format!("clickhouse.url = {url:?}"),
+                "expected an http:// or https:// URL".into(),
+            );
+        }
+        self.kafka.check("kafka").map_err(|e| match e {
+            sms_core::CoreError::Config { key, message } => AnalyticsError::Config { key, message },
+            other => AnalyticsError::Config {
+                key: "kafka".into(),
+                message: other.to_string(),
+            },
+        })
     }
 
     pub fn batch_max_time(&self) -> Duration {
@@ -272,6 +297,38 @@ mod tests {
     fn retention_below_the_contract_is_refused_naming_the_key() {
         let error = AnalyticsConfig::from_sources("ttl_months = 5", env(&[]))
             .expect_err("five months is too short");
-        assert!(error.to_string().contains("ttl_months"), "{error}");
+        assert!(
+            error
+                .to_string()
+                .contains("ttl_months = 5: expected at least 6"),
+            "{error}"
+        );
+        let error = AnalyticsConfig::from_sources("", env(&[("ANALYTICS_TTL_MONTHS", "-1")]))
+            .expect_err("negative");
+        assert!(
+            error
+                .to_string()
+                .contains("ttl_months = -1 (from ANALYTICS_TTL_MONTHS): invalid value"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn the_password_is_a_secret_and_the_url_may_be_https() {
+        let config = AnalyticsConfig::from_sources(
+            "[clickhouse]\nurl = \"https://ch.example:8443\"\n",
+            env(&[("ANALYTICS_CLICKHOUSE__PASSWORD", "ch-pw")]),
+        )
+        .expect("valid");
+        assert_eq!(config.clickhouse.password.expose(), "ch-pw");
+        assert!(!format!("{config:?}").contains("ch-pw"));
+        let error = AnalyticsConfig::from_sources("[clickhouse]\nurl = \"ch:8123\"\n", env(&[]))
+            .expect_err("no scheme");
+        assert!(
+            error
+                .to_string()
+                .contains("clickhouse.url = \"ch:8123\": expected an http:// or https:// URL"),
+            "{error}"
+        );
     }
 }

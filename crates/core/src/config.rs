@@ -112,7 +112,12 @@ fn describe(root: &toml::Value, path: &[String], overridden: &[(Vec<String>, Str
             key.push_str(&value.to_string());
         }
     }
-    if let Some((_, name)) = overridden.iter().rev().find(|(p, _)| path.starts_with(p)) {
+    // The variable that set this key, or a key inside it (a secret's `file`).
+    let set_by = overridden
+        .iter()
+        .rev()
+        .find(|(p, _)| path.starts_with(p) || p.starts_with(path));
+    if let Some((_, name)) = set_by {
         key.push_str(&format!(" (from {name})"));
     }
     key

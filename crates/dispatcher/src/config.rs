@@ -14,7 +14,7 @@ use sgip::text::{BillingRule, CodingChoice};
 use sms_core::events::MessageKind;
 use sms_core::kafka::KafkaSettings;
 use sms_core::validate::TextRules;
-use sms_core::CoreError;
+use sms_core::{CoreError, Secret};
 
 /// Everything the dispatcher needs to start.
 #[derive(Debug, Clone, Deserialize)]
@@ -143,8 +143,14 @@ pub struct GatewaySettings {
     /// Bind LoginName. Default `sp`.
     #[serde(default = "default_login_name")]
     pub login_name: String,
-    /// Name of the environment variable holding the Bind LoginPassword.
-    /// Default `DISPATCHER_GATEWAY_PASSWORD`; when unset the password is empty.
+    /// The Bind LoginPassword, a secret: a literal, `{ env = "VARIABLE" }`
+    /// or `{ file = "/run/secrets/gateway" }`. Default: absent, and the
+    /// variable named by `login_password_env` is read instead.
+    #[serde(default)]
+    pub login_password: Option<Secret>,
+    /// Name of the environment variable holding the Bind LoginPassword when
+    /// `login_password` is absent. Default `DISPATCHER_GATEWAY_PASSWORD`;
+    /// when that is unset too the password is empty.
     #[serde(default = "default_password_env")]
     pub login_password_env: String,
     /// The SP's node id, stamped in every sequence triple (3AAAAQQQQQ).
@@ -219,6 +225,7 @@ impl Default for GatewaySettings {
         Self {
             addr: default_gateway_addr(),
             login_name: default_login_name(),
+            login_password: None,
             login_password_env: default_password_env(),
             node_id: default_node_id(),
             sp_number: default_sp_number(),
@@ -230,6 +237,17 @@ impl Default for GatewaySettings {
             response_timeout_ms: default_response_timeout_ms(),
             resends: default_resends(),
             coding: CodingChoice::default(),
+        }
+    }
+}
+
+impl GatewaySettings {
+    /// The Bind LoginPassword: `login_password`, else the variable named by
+    /// `login_password_env`, else empty.
+    pub fn password(&self) -> Secret {
+        match &self.login_password {
+            Some(password) => password.clone(),
+            None => Secret::new(std::env::var(&self.login_password_env).unwrap_or_default()),
         }
     }
 }
@@ -483,23 +501,35 @@ impl Config {
         };
         let g = &self.gateway;
         if g.connections == 0 {
-            return bad("gateway.connections", "must be at least 1".into());
+            return bad("gateway.connections = 0", "expected at least 1".into());
         }
         if !(1..=1024).contains(&g.window) {
-            return bad("gateway.window", "must be 1 to 1024".into());
-        }
-        if g.resends == 0 || g.response_timeout_ms == 0 {
             return bad(
-                "gateway.resends",
-                "resends and response_timeout_ms must be positive".into(),
+                &format!("gateway.window = {}", g.window),
+                "expected 1 to 1024".into(),
+            );
+        }
+        if g.resends == 0 {
+            return bad("gateway.resends = 0", "expected at least 1".into());
+        }
+        if g.response_timeout_ms == 0 {
+            return bad(
+                "gateway.response_timeout_ms = 0",
+                "expected a positive time".into(),
             );
         }
         if g.sp_number.is_empty() || !g.sp_number.bytes().all(|b| b.is_ascii_digit()) {
-            return bad("gateway.sp_number", "must be digits".into());
+            return bad(
+                &format!("gateway.sp_number = {:?}", g.sp_number),
+                "expected digits only".into(),
+            );
         }
         let c = &self.consumer;
         if c.commit_interval_ms == 0 {
-            return bad("consumer.commit_interval_ms", "must be positive".into());
+            return bad(
+                "consumer.commit_interval_ms = 0",
+                "expected a positive time".into(),
+            );
         }
         let longest_cap = self
             .policy
@@ -511,8 +541,8 @@ impl Config {
             .unwrap_or(0);
         if c.dedupe_window_ms < longest_cap {
             return bad(
-                "consumer.dedupe_window_ms",
-                format!("must cover the longest frequency cap window ({longest_cap} ms)"),
+                &format!("consumer.dedupe_window_ms = {}", c.dedupe_window_ms),
+                format!("expected at least the longest frequency cap window ({longest_cap} ms)"),
             );
         }
         for (kind, caps) in &self.policy.frequency_caps {
@@ -522,19 +552,22 @@ impl Config {
             {
                 return bad(
                     "policy.frequency_caps",
-                    format!("{kind} is not verification_code, notice or reminder"),
+                    format!("{kind:?}: expected verification_code, notice or reminder"),
                 );
             }
             if caps.iter().any(|cap| cap.window_ms <= 0) {
                 return bad(
                     "policy.frequency_caps",
-                    format!("{kind}: window_ms must be positive"),
+                    format!("{kind}: expected a positive window_ms"),
                 );
             }
         }
         for pattern in &self.policy.forbidden_patterns {
             if let Err(e) = regex::Regex::new(pattern) {
-                return bad("policy.forbidden_patterns", format!("{pattern}: {e}"));
+                return bad(
+                    "policy.forbidden_patterns",
+                    format!("{pattern:?}: expected a regular expression: {e}"),
+                );
             }
         }
         let b = &self.policy.budget;
@@ -544,24 +577,33 @@ impl Config {
             || b.monthly_yuan < 0.0
         {
             return bad(
-                "policy.budget",
-                "price must be positive and ceilings not negative".into(),
+                &format!(
+                    "policy.budget (price_yuan = {}, contract_yuan = {}, monthly_yuan = {})",
+                    b.price_yuan, b.contract_yuan, b.monthly_yuan
+                ),
+                "expected a positive price and ceilings not negative".into(),
             );
         }
         let r = &self.retry;
         if r.max_attempts < 1 {
-            return bad("retry.max_attempts", "must be at least 1".into());
+            return bad(
+                &format!("retry.max_attempts = {}", r.max_attempts),
+                "expected at least 1".into(),
+            );
         }
         if r.backoff_ms < 0 || r.backoff_max_ms < r.backoff_ms {
             return bad(
-                "retry.backoff_max_ms",
-                "backoff must not be negative nor above backoff_max_ms".into(),
+                &format!(
+                    "retry.backoff_ms = {}, retry.backoff_max_ms = {}",
+                    r.backoff_ms, r.backoff_max_ms
+                ),
+                "expected 0 <= backoff_ms <= backoff_max_ms".into(),
             );
         }
         if r.hold_max == 0 {
-            return bad("retry.hold_max", "must be at least 1".into());
+            return bad("retry.hold_max = 0", "expected at least 1".into());
         }
-        Ok(())
+        self.kafka.check("kafka")
     }
 }
 
@@ -609,7 +651,16 @@ mod tests {
         assert!(!config.policy.require_subscription);
         assert_eq!(config.gateway.connections, 4);
         let err = Config::load(None, env(&[("DISPATCHER_GATEWAY__WINDOW", "0")])).unwrap_err();
-        assert!(err.to_string().contains("gateway.window"), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "invalid configuration: gateway.window = 0: expected 1 to 1024"
+        );
+        let err = Config::load(None, env(&[("DISPATCHER_GATEWAY__WINDOW", "-3")])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid configuration: gateway.window = -3 (from DISPATCHER_GATEWAY__WINDOW): \
+             invalid value: integer `-3`, expected usize"
+        );
         let err = Config::load(None, env(&[("DISPATCHER_GATEWAY__WNDOW", "3")])).unwrap_err();
         assert!(err.to_string().contains("wndow"), "{err}");
         let err = Config::load(
@@ -618,6 +669,34 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("forbidden_patterns"), "{err}");
+    }
+
+    #[test]
+    fn the_gateway_password_is_a_secret_from_a_file() {
+        let file = std::env::temp_dir().join(format!("dispatcher-pw-{}", std::process::id()));
+        std::fs::write(&file, "gateway-pw\n").unwrap();
+        let text = format!("[gateway]\nlogin_password = {{ file = {:?} }}\n", file);
+        let path = file.with_extension("toml");
+        std::fs::write(&path, text).unwrap();
+        let config = Config::load(Some(&path), env(&[])).unwrap();
+        assert_eq!(config.gateway.password().expose(), "gateway-pw");
+        assert!(!format!("{config:?}").contains("gateway-pw"));
+        let err = Config::load(
+            None,
+            env(&[(
+                "DISPATCHER_GATEWAY__LOGIN_PASSWORD__FILE",
+                "/nonexistent/gateway-password",
+            )]),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "invalid configuration: gateway.login_password \
+                 (from DISPATCHER_GATEWAY__LOGIN_PASSWORD__FILE): \
+                 cannot read secret file /nonexistent/gateway-password"
+            ),
+            "{err}"
+        );
     }
 
     #[test]

@@ -30,11 +30,11 @@ async fn main() -> anyhow::Result<()> {
         println!("configuration ok");
         return Ok(());
     }
-    let password = std::env::var(&config.gateway.login_password_env).unwrap_or_default();
+    let password = config.gateway.password();
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         sms_core::telemetry::terminated().await;
         let _ = stop.send(true);
     });
-    dispatcher::service::run(config, password, shutdown, None).await
+    dispatcher::service::run(config, password.expose().to_string(), shutdown, None).await
 }

@@ -26,6 +26,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use sms_core::events::Millis;
+use sms_core::Secret;
 
 use crate::config::{AuthSettings, ClientSettings};
 use crate::error::IngestError;
@@ -83,7 +84,8 @@ pub fn token_hash(token: &str) -> String {
 }
 
 struct Client {
-    secret: Option<Vec<u8>>,
+    /// The HMAC key; printed as `***` if the struct is ever logged.
+    secret: Option<Secret>,
     limiter: DefaultDirectRateLimiter,
 }
 
@@ -164,7 +166,11 @@ impl Authenticator {
             .clients
             .get(client_id)
             .ok_or(IngestError::UnknownClient)?;
-        let secret = client.secret.as_deref().ok_or(IngestError::UnknownClient)?;
+        let secret = client
+            .secret
+            .as_ref()
+            .map(|s| s.expose().as_bytes())
+            .ok_or(IngestError::UnknownClient)?;
 
         let timestamp = header(TIMESTAMP_HEADER).ok_or(IngestError::StaleTimestamp)?;
         let signed_at: Millis = timestamp.parse().map_err(|_| IngestError::StaleTimestamp)?;
@@ -223,28 +229,30 @@ impl Authenticator {
     }
 }
 
-fn read_secret(n: usize, client: &ClientSettings) -> Result<Option<Vec<u8>>, IngestError> {
+fn read_secret(n: usize, client: &ClientSettings) -> Result<Option<Secret>, IngestError> {
+    let to_config = |e: sms_core::CoreError| match e {
+        sms_core::CoreError::Config { key, message } => IngestError::Config { key, message },
+        other => IngestError::Config {
+            key: format!("clients[{n}]"),
+            message: other.to_string(),
+        },
+    };
     let secret = if let Some(var) = &client.secret_env {
-        Some(std::env::var(var).map_err(|_| IngestError::Config {
-            key: format!("clients[{n}].secret_env"),
-            message: format!("environment variable {var} is not set"),
-        })?)
+        Some(Secret::from_env(&format!("clients[{n}].secret_env"), var).map_err(to_config)?)
     } else if let Some(path) = &client.secret_file {
-        Some(
-            std::fs::read_to_string(path).map_err(|e| IngestError::Config {
-                key: format!("clients[{n}].secret_file"),
-                message: format!("cannot read {}: {e}", path.display()),
-            })?,
-        )
+        Some(Secret::from_file(&format!("clients[{n}].secret_file"), path).map_err(to_config)?)
     } else {
         None
     };
-    match secret.map(|s| s.trim().to_string()) {
-        Some(s) if s.len() < 16 => Err(IngestError::Config {
+    match secret.map(|s| Secret::new(s.expose().trim())) {
+        Some(s) if s.expose().len() < 16 => Err(IngestError::Config {
             key: format!("clients[{n}]"),
-            message: "the HMAC secret must have at least 16 characters".into(),
+            message: format!(
+                "the HMAC secret has {} characters; expected at least 16",
+                s.expose().chars().count()
+            ),
         }),
-        other => Ok(other.map(String::into_bytes)),
+        other => Ok(other),
     }
 }
 
@@ -256,7 +264,11 @@ mod tests {
     const SECRET: &str = "a-secret-of-some-length";
 
     fn authenticator() -> Authenticator {
-        let file = std::env::temp_dir().join(format!("ingest-auth-{}", std::process::id()));
+        // One file per call: tests run side by side and must not see a
+        // half-written file.
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let file = std::env::temp_dir().join(format!("ingest-auth-{}-{n}", std::process::id()));
         std::fs::write(&file, SECRET).unwrap();
         let clients = vec![ClientSettings {
             id: "platform".into(),

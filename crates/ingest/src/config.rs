@@ -16,6 +16,7 @@ use sms_core::kafka::KafkaSettings;
 use sms_core::validate::TextRules;
 
 use crate::error::IngestError;
+use crate::tls::TlsSettings;
 
 /// The prefix of environment overrides.
 pub const ENV_PREFIX: &str = "INGEST_";
@@ -52,6 +53,10 @@ pub struct Config {
     /// The raw-topic bridge.
     #[serde(default)]
     pub bridge: BridgeSettings,
+    /// HTTPS: the API's certificate and key. Default: absent, plain HTTP
+    /// (for local runs, or behind a proxy that terminates TLS).
+    #[serde(default)]
+    pub tls: Option<TlsSettings>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -253,6 +258,9 @@ const SECTIONS: &[&str] = &[
     "limits",
     "auth",
     "bridge",
+    "clients",
+    "templates",
+    "tls",
 ];
 
 impl Config {
@@ -299,26 +307,40 @@ impl Config {
                 message: message.into(),
             })
         };
-        if self.limits.max_batch == 0 {
-            return bad("limits.max_batch", "must be at least 1");
+        let l = &self.limits;
+        if l.max_batch == 0 {
+            return bad("limits.max_batch = 0", "expected at least 1");
         }
-        if self.limits.max_in_flight < self.limits.max_batch {
-            return bad("limits.max_in_flight", "must be at least limits.max_batch");
-        }
-        if self.limits.publish_timeout_ms == 0 {
-            return bad("limits.publish_timeout_ms", "must be positive");
-        }
-        if self.limits.recent_requests == 0 || self.limits.recent_statuses == 0 {
+        if l.max_in_flight < l.max_batch {
             return bad(
-                "limits.recent_requests",
-                "caches must hold at least one entry",
+                &format!("limits.max_in_flight = {}", l.max_in_flight),
+                &format!("expected at least limits.max_batch ({})", l.max_batch),
             );
         }
+        if l.publish_timeout_ms == 0 {
+            return bad("limits.publish_timeout_ms = 0", "expected a positive time");
+        }
+        if l.recent_requests == 0 {
+            return bad("limits.recent_requests = 0", "expected at least 1 entry");
+        }
+        if l.recent_statuses == 0 {
+            return bad("limits.recent_statuses = 0", "expected at least 1 entry");
+        }
         if self.auth.nonce_cache == 0 {
-            return bad("auth.nonce_cache", "must hold at least one entry");
+            return bad("auth.nonce_cache = 0", "expected at least 1 entry");
         }
         if self.bridge.max_chunk == 0 {
-            return bad("bridge.max_chunk", "must be at least 1");
+            return bad("bridge.max_chunk = 0", "expected at least 1");
+        }
+        self.kafka.check("kafka").map_err(|e| match e {
+            sms_core::CoreError::Config { key, message } => IngestError::Config { key, message },
+            other => IngestError::Config {
+                key: "kafka".into(),
+                message: other.to_string(),
+            },
+        })?;
+        if let Some(tls) = &self.tls {
+            tls.acceptor()?;
         }
         let mut seen = std::collections::HashSet::new();
         for (n, client) in self.clients.iter().enumerate() {
@@ -402,7 +424,26 @@ mod tests {
         let err = Config::from_toml("[limits]\nmax_bach = 10\n", env(&[])).unwrap_err();
         assert!(err.to_string().contains("max_bach"), "{err}");
         let err = Config::from_toml("", env(&[("INGEST_LIMITS__MAX_BATCH", "0")])).unwrap_err();
-        assert!(err.to_string().contains("limits.max_batch"), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "invalid configuration: limits.max_batch = 0: expected at least 1"
+        );
+        let err = Config::from_toml("", env(&[("INGEST_LIMITS__MAX_BATCH", "many")])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid configuration: limits.max_batch = \"many\" (from INGEST_LIMITS__MAX_BATCH): \
+             invalid type: string \"many\", expected usize"
+        );
+        let err = Config::from_toml(
+            "[tls]\ncert_file = \"/nonexistent/cert.pem\"\nkey_file = \"/nonexistent/key.pem\"\n",
+            env(&[]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid configuration: tls.cert_file = \"/nonexistent/cert.pem\": \
+             no such file; expected a PEM file"
+        );
         let err = Config::from_toml("[[clients]]\nid = \"p\"\n", env(&[])).unwrap_err();
         assert!(err.to_string().contains("clients[0]"), "{err}");
         let err = Config::from_toml(

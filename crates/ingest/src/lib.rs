@@ -49,6 +49,7 @@ pub mod status;
 pub mod submit;
 pub mod subscriptions;
 pub mod tail;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -85,6 +86,11 @@ impl Ingest {
     /// Binds the listener and starts the API, the bridge and the tails.
     pub async fn start(config: Config) -> Result<Self, IngestError> {
         config.check()?;
+        let tls = config
+            .tls
+            .as_ref()
+            .map(tls::TlsSettings::acceptor)
+            .transpose()?;
         let shutdown = CancellationToken::new();
         let topics = config.kafka.topics();
 
@@ -161,15 +167,39 @@ impl Ingest {
                 source,
             })?;
         let stop = shutdown.clone();
-        let server = tokio::spawn(async move {
-            let served = axum::serve(listener, api::router(state))
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "http server failed");
+        let router = api::router(state);
+        let server = match tls {
+            Some(acceptor) => {
+                let listener = tls::TlsListener::new(listener, acceptor).map_err(|source| {
+                    IngestError::Listen {
+                        addr: config.listen.to_string(),
+                        source,
+                    }
+                })?;
+                tokio::spawn(async move {
+                    let served = axum::serve(listener, router)
+                        .with_graceful_shutdown(async move { stop.cancelled().await })
+                        .await;
+                    if let Err(e) = served {
+                        tracing::error!(error = %e, "https server failed");
+                    }
+                })
             }
-        });
-        tracing::info!(%addr, bridge = config.bridge.enabled, "ingest listening");
+            None => tokio::spawn(async move {
+                let served = axum::serve(listener, router)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "http server failed");
+                }
+            }),
+        };
+        tracing::info!(
+            %addr,
+            https = config.tls.is_some(),
+            bridge = config.bridge.enabled,
+            "ingest listening"
+        );
         Ok(Self {
             addr,
             shutdown,

@@ -43,7 +43,9 @@ pub struct ServerConfig {
     pub login_name: String,
     /// The LoginPassword the gateway must bind with. Default empty.
     pub login_password: String,
-    /// Peer addresses allowed to connect; empty allows any. Default empty.
+    /// Peer addresses allowed to connect; empty allows any. A refused peer
+    /// is closed before any byte is read, logged at warn and counted in
+    /// `sgip_server_refused_peers_total`. Default empty.
     pub allowed_peers: Vec<IpAddr>,
     /// Most connections open at once. Default 16.
     pub max_connections: usize,
@@ -181,6 +183,7 @@ impl<H: Handler> Server<H> {
                     && !self.config.allowed_peers.contains(&peer.ip())
                 {
                     warn!(%peer, "connection from a peer not on the allow-list refused");
+                    metrics::counter!("sgip_server_refused_peers_total").increment(1);
                     continue;
                 }
                 let conn = ServerConnection {

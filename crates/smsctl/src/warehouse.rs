@@ -1,6 +1,7 @@
 //! The ClickHouse connection options every reading command shares, and running the queries they print.
 
 use clickhouse::{RowOwned, RowRead};
+use sms_core::Secret;
 
 use crate::error::SmsctlError;
 
@@ -31,7 +32,7 @@ pub struct ClickHouseOptions {
         global = true
     )]
     pub user: String,
-    /// ClickHouse password (prefer the environment variable).
+    /// ClickHouse password (prefer the environment variable); never printed.
     #[arg(
         long = "clickhouse-password",
         env = "CLICKHOUSE_PASSWORD",
@@ -39,7 +40,7 @@ pub struct ClickHouseOptions {
         hide_env_values = true,
         global = true
     )]
-    pub password: String,
+    pub password: Secret,
 }
 
 impl ClickHouseOptions {
@@ -49,7 +50,7 @@ impl ClickHouseOptions {
             url: url.into(),
             database: database.into(),
             user: "default".into(),
-            password: String::new(),
+            password: Secret::default(),
         }
     }
 
@@ -58,7 +59,7 @@ impl ClickHouseOptions {
         let client = clickhouse::Client::default()
             .with_url(&self.url)
             .with_user(&self.user)
-            .with_password(&self.password)
+            .with_password(self.password.expose())
             .with_database(&self.database);
         Warehouse {
             client,

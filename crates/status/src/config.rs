@@ -5,6 +5,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 use sms_core::kafka::KafkaSettings;
+use sms_core::Secret;
 
 /// Everything the status service needs to start.
 #[derive(Debug, Clone, Deserialize)]
@@ -50,11 +51,21 @@ pub struct ReceiverSettings {
     /// LoginName the gateway binds with. Default `smg`.
     #[serde(default = "default_login")]
     pub login_name: String,
-    /// Name of the environment variable holding the gateway's LoginPassword.
-    /// Default `STATUS_GATEWAY_PASSWORD`; when unset, the password is empty.
+    /// The LoginPassword the gateway binds with, a secret: a literal,
+    /// `{ env = "VARIABLE" }` or `{ file = "/run/secrets/gateway" }`.
+    /// Default: absent, and the variable named by `login_password_env` is
+    /// read instead.
+    #[serde(default)]
+    pub login_password: Option<Secret>,
+    /// Name of the environment variable holding the gateway's LoginPassword
+    /// when `login_password` is absent. Default `STATUS_GATEWAY_PASSWORD`;
+    /// when that is unset too, the password is empty.
     #[serde(default = "default_password_env")]
     pub login_password_env: String,
-    /// Gateway addresses allowed to connect; empty allows any. Default empty.
+    /// The gateway's source addresses; a connection from any other address
+    /// is closed at once, logged and counted
+    /// (`sgip_server_refused_peers_total`). Empty allows any (local runs).
+    /// Default empty.
     #[serde(default)]
     pub allowed_peers: Vec<IpAddr>,
     /// Most gateway connections at once. Default 16.
@@ -87,10 +98,22 @@ impl Default for ReceiverSettings {
         Self {
             listen: default_receiver_listen(),
             login_name: default_login(),
+            login_password: None,
             login_password_env: default_password_env(),
             allowed_peers: Vec::new(),
             max_connections: default_max_connections(),
             produce_timeout_ms: default_produce_timeout_ms(),
+        }
+    }
+}
+
+impl ReceiverSettings {
+    /// The gateway's LoginPassword: `login_password`, else the variable
+    /// named by `login_password_env`, else empty.
+    pub fn password(&self) -> Secret {
+        match &self.login_password {
+            Some(password) => password.clone(),
+            None => Secret::new(std::env::var(&self.login_password_env).unwrap_or_default()),
         }
     }
 }
@@ -214,19 +237,28 @@ impl Config {
         };
         let c = &self.correlation;
         if c.validity_ms <= 0 {
-            return bad("correlation.validity_ms", "must be positive");
+            return bad(
+                &format!("correlation.validity_ms = {}", c.validity_ms),
+                "expected a positive time",
+            );
         }
         if c.orphan_hold_ms <= 0 {
-            return bad("correlation.orphan_hold_ms", "must be positive");
-        }
-        if c.max_batch == 0 || c.commit_interval_ms == 0 {
             return bad(
-                "correlation.max_batch",
-                "batch size and commit interval must be positive",
+                &format!("correlation.orphan_hold_ms = {}", c.orphan_hold_ms),
+                "expected a positive time",
+            );
+        }
+        if c.max_batch == 0 {
+            return bad("correlation.max_batch = 0", "expected at least 1");
+        }
+        if c.commit_interval_ms == 0 {
+            return bad(
+                "correlation.commit_interval_ms = 0",
+                "expected a positive time",
             );
         }
         if self.receiver.max_connections == 0 {
-            return bad("receiver.max_connections", "must be at least 1");
+            return bad("receiver.max_connections = 0", "expected at least 1");
         }
         if self
             .uplink
@@ -236,12 +268,58 @@ impl Config {
         {
             return bad(
                 "uplink.unsubscribe_keywords",
-                "must not contain empty keywords",
+                "contains an empty keyword; expected words",
             );
         }
         if self.uplink.confirmation_text.trim().is_empty() {
-            return bad("uplink.confirmation_text", "must not be empty");
+            return bad("uplink.confirmation_text = \"\"", "expected a text");
         }
-        Ok(())
+        self.kafka.check("kafka")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn bad_values_name_the_key_the_value_and_what_was_expected() {
+        let err = Config::load(
+            None,
+            env(&[("STATUS_RECEIVER__ALLOWED_PEERS", "[\"10.0.0.300\"]")]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid configuration: receiver.allowed_peers.0 = \"10.0.0.300\" \
+             (from STATUS_RECEIVER__ALLOWED_PEERS): invalid IP address syntax"
+        );
+        let err = Config::load(None, env(&[("STATUS_CORRELATION__VALIDITY_MS", "0")])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid configuration: correlation.validity_ms = 0: expected a positive time"
+        );
+    }
+
+    #[test]
+    fn allowed_peers_and_the_password_come_from_the_environment() {
+        let config = Config::load(
+            None,
+            env(&[
+                ("STATUS_RECEIVER__ALLOWED_PEERS", "[\"10.1.2.3\", \"::1\"]"),
+                ("STATUS_RECEIVER__LOGIN_PASSWORD", "from-env"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.receiver.allowed_peers.len(), 2);
+        assert_eq!(config.receiver.password().expose(), "from-env");
+        assert!(!format!("{config:?}").contains("from-env"));
     }
 }

@@ -29,11 +29,11 @@ async fn main() -> anyhow::Result<()> {
         println!("configuration ok");
         return Ok(());
     }
-    let password = std::env::var(&config.receiver.login_password_env).unwrap_or_default();
+    let password = config.receiver.password();
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         sms_core::telemetry::terminated().await;
         let _ = stop.send(true);
     });
-    status::service::run(config, password, shutdown, None).await
+    status::service::run(config, password.expose().to_string(), shutdown, None).await
 }
