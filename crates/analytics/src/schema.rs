@@ -39,6 +39,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(3, "0003_aggregates"),
     migration!(4, "0004_carrier_error_codes"),
     migration!(5, "0005_sink_offsets"),
+    migration!(6, "0006_messages_skip_duplicates"),
 ];
 
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations

@@ -173,6 +173,12 @@ impl Correlator {
         match event.outcome {
             // A later attempt follows on the retry topic; nothing is final yet.
             DispatchOutcome::Retrying => Vec::new(),
+            // A copy of a request already handled (redelivered after a
+            // rebalance, or sent again by the platform): the outcome is the
+            // original's, decided by its own events.
+            DispatchOutcome::Refused if event.reason == Some(RefusalReason::Duplicate) => {
+                Vec::new()
+            }
             DispatchOutcome::Refused => {
                 let reason = event.reason.unwrap_or(RefusalReason::InvalidRequest);
                 let status = if reason == RefusalReason::Expired {
@@ -629,6 +635,23 @@ mod tests {
         let out = c.expire(T0 + 1_001);
         assert!(matches!(out.as_slice(), [Decision::Unmatched { .. }]));
         assert_eq!(c.safe_offsets()[&("r".to_string(), 0)], 6);
+    }
+
+    #[test]
+    fn a_duplicate_refusal_leaves_the_original_to_decide() {
+        let mut c = Correlator::new(Limits::default());
+        let original = submitted("m1", &[7]);
+        assert!(c.on_dispatch(original, at("d", 0), T0).is_empty());
+        let mut copy = submitted("m1", &[]);
+        copy.outcome = DispatchOutcome::Refused;
+        copy.reason = Some(RefusalReason::Duplicate);
+        assert!(c.on_dispatch(copy, at("d", 1), T0 + 10).is_empty());
+        let out = finals(c.on_report(
+            report(7, ReportState::Delivered, 0, T0 + 100),
+            at("r", 0),
+            T0 + 100,
+        ));
+        assert_eq!(out[0].status, FinalState::Delivered);
     }
 
     #[test]
