@@ -7,61 +7,13 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use analytics::exporter::Health;
 use analytics::{schema, Sink};
 use common::{final_status, test_bed};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use sms_harness::TcpProxy;
 use tokio_util::sync::CancellationToken;
-
-/// A TCP proxy that can be cut and restored.
-struct Proxy {
-    address: SocketAddr,
-    open: watch::Sender<bool>,
-}
-
-impl Proxy {
-    async fn start(upstream: SocketAddr) -> Arc<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
-        let (open, _) = watch::channel(true);
-        let proxy = Arc::new(Self {
-            address: listener.local_addr().expect("address"),
-            open,
-        });
-        let accepting = proxy.clone();
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                if !*accepting.open.borrow() {
-                    drop(client);
-                    continue;
-                }
-                let mut cut = accepting.open.subscribe();
-                tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    let mut client = client;
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = cut.wait_for(|open| !open) => {}
-                    }
-                });
-            }
-        });
-        proxy
-    }
-
-    fn cut(&self) {
-        self.open.send_replace(false);
-    }
-
-    fn restore(&self) {
-        self.open.send_replace(true);
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clickhouse_outage_mid_traffic_loses_nothing() {
@@ -78,7 +30,7 @@ async fn a_clickhouse_outage_mid_traffic_loses_nothing() {
         .trim_start_matches("http://")
         .parse()
         .expect("the ClickHouse URL is host:port");
-    let proxy = Proxy::start(upstream).await;
+    let proxy = TcpProxy::start(upstream).await.expect("proxy starts");
     let mut config = bed.config.clone();
     config.clickhouse.url = format!("http://{}", proxy.address);
     config.batch_max_events = 100;

@@ -12,12 +12,16 @@
 //! 3. otherwise the test fails with a message that says how to start the
 //!    local services.
 
+mod proxy;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use sms_core::kafka::{create_topics, KafkaSettings, Topics};
 use testcontainers_modules::testcontainers::runners::AsyncRunner;
 use testcontainers_modules::testcontainers::ContainerAsync;
 use tokio::sync::OnceCell;
+
+pub use proxy::TcpProxy;
 
 /// Addresses of the services every integration test runs against.
 #[derive(Debug, Clone)]
