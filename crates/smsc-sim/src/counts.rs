@@ -32,6 +32,12 @@ pub struct Counts {
     pub connections_dropped: u64,
     /// Reports made from accepted Submits.
     pub reports_scheduled: u64,
+    /// Reports made, doubled copies aside, by the state they carry (0
+    /// delivered, 2 failed): what the carrier says happened.
+    pub reports_by_state: BTreeMap<u8, u64>,
+    /// Reports made, doubled copies aside, by the delay drawn for them
+    /// (fault delay included) in whole seconds after the Submit was accepted.
+    pub reports_by_delay_s: BTreeMap<u64, u64>,
     /// Report PDUs written to the SP, resends and duplicates included.
     pub reports_sent: u64,
     /// Reports the SP answered with Result 0.

@@ -316,6 +316,7 @@ fn make_reports(
     let mut rng = rand::rng();
     let mut out = Vec::new();
     let mut dropped = 0;
+    let mut made = Vec::new();
     for user in &submit.user_numbers {
         let outcome = pick(&behaviour.outcomes, |o| o.weight, &mut rng).copied();
         let Some(outcome) = outcome else { continue };
@@ -333,6 +334,7 @@ fn make_reports(
         }
         let delay = behaviour.delay.sample(&mut rng) + faults.report_extra_delay_ms;
         let due = Instant::now() + Duration::from_millis(delay);
+        made.push((outcome.state, delay / 1000));
         let report = Report {
             submit_sequence: sequence,
             report_type: 0,
@@ -362,5 +364,13 @@ fn make_reports(
     let mut tally = state.tally();
     tally.counts.reports_scheduled += out.len() as u64;
     tally.counts.reports_dropped += dropped;
+    for (report_state, delay_s) in made {
+        *tally
+            .counts
+            .reports_by_state
+            .entry(report_state)
+            .or_default() += 1;
+        *tally.counts.reports_by_delay_s.entry(delay_s).or_default() += 1;
+    }
     out
 }
