@@ -13,7 +13,7 @@ use std::time::Duration;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{json, Value};
 use sms_core::events::{FinalState, FinalStatus, SmsRequest};
-use stack::Stack;
+use stack::{Options, Stack};
 
 fn phone(n: usize) -> String {
     ["130", "131", "156", "186", "176"][n % 5].to_string() + &format!("{:08}", 20_000_000 + n)
@@ -264,6 +264,123 @@ async fn a_carrier_that_drops_connections_and_doubles_reports_loses_nothing() {
     assert!(
         duplicates <= drops * 16,
         "{duplicates} duplicates after {drops} dropped connections"
+    );
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_carrier_that_answers_slowly_refuses_binds_and_reports_late_loses_nothing() {
+    let stack = Stack::start("e2e_carrier", "").await;
+    let phones: Vec<String> = (0..30).map(phone).collect();
+    stack.subscribe(&phones).await;
+
+    // Slow answers: every Submit_Resp waits 300 ms.
+    stack.set_faults(json!({ "slow_response_ms": 300 })).await;
+    let mut accepted = send(&stack, "carrier", 0..60, 30).await;
+
+    // The gateway drops every connection and refuses binds for a while: the
+    // dispatcher keeps reconnecting with back-off while requests queue.
+    stack.set_faults(json!({ "refuse_binds": true })).await;
+    stack.drop_connections().await;
+    accepted.extend(send(&stack, "carrier", 60..120, 30).await);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let refused = stack.counts().await.binds_refused;
+    assert!(refused > 0, "the dispatcher tried to bind while refused");
+    stack.set_faults(json!({})).await;
+
+    // Reports 8 s late: delivered, but outside the contract's 7 seconds.
+    stack
+        .set_faults(json!({ "report_extra_delay_ms": 8000 }))
+        .await;
+    let late = send(&stack, "carrier", 120..150, 30).await;
+    accepted.extend(late.iter().cloned());
+    let duplicates = account(&stack, &accepted).await;
+
+    // The in-flight window of both connections may be sent again after the drop.
+    assert!(
+        duplicates <= 32,
+        "{duplicates} duplicates after one drop of 2 connections"
+    );
+    let (statuses, _) = sms_harness::read_topic::<FinalStatus>(
+        &stack.kafka,
+        &stack.kafka.topics().status,
+        accepted.len(),
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("statuses");
+    for status in statuses.iter().filter(|s| late.contains(&s.message_id)) {
+        if status.status == FinalState::Delivered || status.status == FinalState::Failed {
+            assert!(
+                !status.within_seven_seconds,
+                "{} had its report 8 s late but counts as timely",
+                status.message_id
+            );
+        }
+    }
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn clickhouse_away_for_a_minute_loses_nothing() {
+    let stack = Stack::start_with(
+        "e2e_clickhouse",
+        Options {
+            clickhouse_proxy: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    let proxy = stack.clickhouse_proxy.clone().expect("a proxy");
+    let phones: Vec<String> = (0..20).map(phone).collect();
+    stack.subscribe(&phones).await;
+    let mut accepted = send(&stack, "clickhouse", 0..40, 20).await;
+    let before = stack::wait_final(&stack, &accepted, Duration::from_secs(120)).await;
+    assert!(accepted.iter().all(|id| before.contains_key(id)));
+
+    // ClickHouse is away from the sink for a minute while traffic goes on:
+    // the rest of the pipeline does not wait for it.
+    proxy.cut();
+    let cut_at = tokio::time::Instant::now();
+    let during = send(&stack, "clickhouse", 40..120, 20).await;
+    let (statuses, _) = sms_harness::read_topic::<FinalStatus>(
+        &stack.kafka,
+        &stack.kafka.topics().status,
+        accepted.len() + during.len(),
+        Duration::from_secs(50),
+    )
+    .await
+    .expect("statuses");
+    let decided = statuses
+        .iter()
+        .filter(|s| during.contains(&s.message_id))
+        .count();
+    assert_eq!(
+        decided,
+        during.len(),
+        "statuses are decided while ClickHouse is away"
+    );
+    tokio::time::sleep_until(cut_at + Duration::from_secs(60)).await;
+    let stored = stack::wait_final(&stack, &during, Duration::ZERO).await;
+    assert!(
+        during.iter().all(|id| !stored.contains_key(id)),
+        "nothing reached ClickHouse while it was away"
+    );
+
+    proxy.restore();
+    accepted.extend(during);
+    accepted.extend(send(&stack, "clickhouse", 120..140, 20).await);
+    assert_eq!(account(&stack, &accepted).await, 0);
+    let events = stack
+        .clickhouse
+        .query("SELECT count() FROM sms_events WHERE event_kind = 'final_status'")
+        .fetch_one::<u64>()
+        .await
+        .expect("count");
+    assert_eq!(
+        events as usize,
+        accepted.len(),
+        "each final status is stored once"
     );
     stack.stop().await;
 }

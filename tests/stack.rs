@@ -19,18 +19,41 @@ pub const SERVICES: [&str; 5] = ["analytics", "status", "smsc-sim", "dispatcher"
 /// The bearer token the test's platform client uses.
 pub const TOKEN: &str = "e2e-platform-token";
 
+/// What a test changes about the system it starts.
+#[derive(Default)]
+pub struct Options {
+    /// TOML appended to the simulator's configuration (`[faults]`, `[submit]`).
+    pub sim_extra: String,
+    /// The simulator's `[reports]` section instead of the default (50 ms, 99% delivered).
+    pub reports: Option<String>,
+    /// Put the analytics sink's ClickHouse behind a proxy the test can cut.
+    pub clickhouse_proxy: bool,
+    /// Extra environment variables, by service.
+    pub env: Vec<(&'static str, String, String)>,
+    /// `RUST_LOG` of every service; `info` when empty.
+    pub log: &'static str,
+    /// Extra lines for ingest's file (its `[[clients]]` table is last, so
+    /// they belong to the platform client, e.g. `rate_per_second = 100000`).
+    pub ingest_client_extra: String,
+}
+
 /// A running system.
 pub struct Stack {
     pub kafka: KafkaSettings,
     pub clickhouse: clickhouse::Client,
+    /// The test's own database on `clickhouse`.
+    pub database: String,
     pub ingest_url: String,
     pub sim_url: String,
     receiver: u16,
     bins: PathBuf,
     dir: PathBuf,
+    log: &'static str,
     env: BTreeMap<&'static str, Vec<(String, String)>>,
     children: BTreeMap<&'static str, Child>,
     http: reqwest::Client,
+    /// Between the analytics sink and ClickHouse, when asked for.
+    pub clickhouse_proxy: Option<std::sync::Arc<sms_harness::TcpProxy>>,
 }
 
 fn free_port() -> u16 {
@@ -58,7 +81,11 @@ fn ensure_binaries(bins: &Path) {
         return;
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = std::process::Command::new(cargo)
+    let mut command = std::process::Command::new(cargo);
+    if bins.ends_with("release") {
+        command.arg("--release");
+    }
+    let status = command
         .args([
             "build",
             "--bins",
@@ -87,6 +114,15 @@ impl Stack {
     /// Starts every service on its own topics, database and ports.
     /// `sim_extra` is TOML appended to the simulator's configuration.
     pub async fn start(label: &str, sim_extra: &str) -> Stack {
+        let options = Options {
+            sim_extra: sim_extra.to_string(),
+            ..Options::default()
+        };
+        Stack::start_with(label, options).await
+    }
+
+    /// Starts every service as `options` say.
+    pub async fn start_with(label: &str, options: Options) -> Stack {
         let kafka = sms_harness::kafka_for_test(label, 3).await.expect("kafka");
         let (clickhouse, database) = sms_harness::clickhouse_for_test(label)
             .await
@@ -105,14 +141,38 @@ impl Stack {
         let bootstrap = services.kafka_bootstrap.clone();
         let pair = |k: &str, v: String| (k.to_string(), v);
 
+        let reports = options.reports.clone().unwrap_or_else(|| {
+            "[reports]\ndelay = { kind = \"fixed\", delay_ms = 50 }\n\
+             outcomes = [{ state = 0, error_code = 0, weight = 99 }, { state = 2, error_code = 29, weight = 1 }]\n"
+                .to_string()
+        });
         let sim_config = format!(
             "submit_addr = \"127.0.0.1:{sgip_submit}\"\nhttp_addr = \"127.0.0.1:{sim_http}\"\n\
-             [reports]\ndelay = {{ kind = \"fixed\", delay_ms = 50 }}\n\
-             outcomes = [{{ state = 0, error_code = 0, weight = 99 }}, {{ state = 2, error_code = 29, weight = 1 }}]\n\
-             [sp]\naddr = \"127.0.0.1:{receiver}\"\nresend_after_ms = 1000\n{sim_extra}\n"
+             {reports}\n[sp]\naddr = \"127.0.0.1:{receiver}\"\nresend_after_ms = 1000\n{}\n",
+            options.sim_extra
         );
         let sim_file = dir.join("smsc-sim.toml");
         std::fs::write(&sim_file, sim_config).expect("simulator config");
+
+        let clickhouse_proxy = if options.clickhouse_proxy {
+            let upstream = services
+                .clickhouse_url
+                .trim_start_matches("http://")
+                .trim_end_matches('/')
+                .parse()
+                .expect("the ClickHouse URL is http://host:port");
+            Some(
+                sms_harness::TcpProxy::start(upstream)
+                    .await
+                    .expect("proxy starts"),
+            )
+        } else {
+            None
+        };
+        let sink_clickhouse = clickhouse_proxy.as_ref().map_or_else(
+            || services.clickhouse_url.clone(),
+            |p| format!("http://{}", p.address),
+        );
 
         let mut env = BTreeMap::new();
         env.insert(
@@ -120,7 +180,7 @@ impl Stack {
             vec![
                 pair("ANALYTICS_KAFKA__BOOTSTRAP", bootstrap.clone()),
                 pair("ANALYTICS_KAFKA__TOPIC_PREFIX", prefix.clone()),
-                pair("ANALYTICS_CLICKHOUSE__URL", services.clickhouse_url.clone()),
+                pair("ANALYTICS_CLICKHOUSE__URL", sink_clickhouse),
                 pair("ANALYTICS_CLICKHOUSE__DATABASE", database.clone()),
                 pair(
                     "ANALYTICS_METRICS_ADDRESS",
@@ -157,6 +217,10 @@ impl Stack {
                 ),
                 pair("DISPATCHER_GATEWAY_PASSWORD", "secret".into()),
                 pair(
+                    "DISPATCHER_CONSUMER__GROUP_ID",
+                    format!("{prefix}dispatcher"),
+                ),
+                pair(
                     "DISPATCHER_METRICS_LISTEN",
                     format!("127.0.0.1:{dispatcher_metrics}"),
                 ),
@@ -168,27 +232,38 @@ impl Stack {
             &ingest_file,
             format!(
                 "listen = \"127.0.0.1:{ingest}\"\n[kafka]\nbootstrap = \"{bootstrap}\"\ntopic_prefix = \"{prefix}\"\n\
-                 [bridge]\ngroup_id = \"{prefix}ingest-bridge\"\n[[clients]]\nid = \"platform\"\nbearer_sha256 = [\"{}\"]\n",
-                sha256_hex(TOKEN)
+                 [bridge]\ngroup_id = \"{prefix}ingest-bridge\"\n[[clients]]\nid = \"platform\"\nbearer_sha256 = [\"{}\"]\n{}\n",
+                sha256_hex(TOKEN),
+                options.ingest_client_extra
             ),
         )
         .expect("ingest config");
         env.insert("ingest", Vec::new());
+        for (service, key, value) in options.env {
+            env.entry(service).or_default().push((key, value));
+        }
 
         let mut stack = Stack {
             kafka,
             clickhouse,
+            database: database.clone(),
             ingest_url: format!("http://127.0.0.1:{ingest}"),
             sim_url: format!("http://127.0.0.1:{sim_http}"),
             receiver,
             bins,
             dir,
+            log: if options.log.is_empty() {
+                "info"
+            } else {
+                options.log
+            },
             env,
             children: BTreeMap::new(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
                 .expect("http client"),
+            clickhouse_proxy,
         };
         stack.extra_args("smsc-sim", &["--config", &sim_file.to_string_lossy()]);
         stack.extra_args("ingest", &["--config", &ingest_file.to_string_lossy()]);
@@ -236,7 +311,7 @@ impl Stack {
         }
         command
             .args(args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", self.log)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -359,9 +434,44 @@ impl Stack {
             .expect("counts")
     }
 
+    /// Puts `faults` (the simulator's `[faults]` as JSON) in force at once.
+    pub async fn set_faults(&self, faults: Value) {
+        let answer = self
+            .http
+            .put(format!("{}/faults", self.sim_url))
+            .json(&faults)
+            .send()
+            .await
+            .expect("simulator answers");
+        assert!(
+            answer.status().is_success(),
+            "faults {faults}: {}",
+            answer.status()
+        );
+    }
+
+    /// Makes the simulator drop every SGIP connection it holds.
+    pub async fn drop_connections(&self) {
+        let answer = self
+            .http
+            .post(format!("{}/drop", self.sim_url))
+            .send()
+            .await
+            .expect("simulator answers");
+        assert!(answer.status().is_success());
+    }
+
     /// The status service's SGIP receiver.
     pub fn receiver_addr(&self) -> String {
         format!("127.0.0.1:{}", self.receiver)
+    }
+
+    /// The process id of each running service.
+    pub fn pids(&self) -> BTreeMap<&'static str, u32> {
+        self.children
+            .iter()
+            .filter_map(|(name, child)| child.id().map(|pid| (*name, pid)))
+            .collect()
     }
 
     /// Where the services' logs are.
