@@ -27,6 +27,7 @@ benches=(
   "dispatcher|cargo bench -p dispatcher --bench dispatch"
   "status-correlation|cargo bench -p status --bench correlation"
   "analytics|cargo bench -p analytics --bench throughput"
+  "pipeline|cargo build --release --bins -p analytics -p status -p smsc-sim -p dispatcher -p ingest && cargo bench -p sms-tests --bench pipeline"
 )
 
 filter="${1:-}"

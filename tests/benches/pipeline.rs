@@ -1,0 +1,375 @@
+//! The whole pipeline under a sustained load: every service as a release
+//! process against the local Kafka, ClickHouse and the carrier simulator
+//! (answering at once), traffic through ingest's batch API at a target rate,
+//! and the acceptance-to-final-status time of every message read from
+//! `sms.status`. Then Kafka's own producer and consumer benchmarks on the same
+//! broker, so the pipeline's rate can be set against the broker's.
+//!
+//! `BENCH_RATE` (messages/s, default 5000), `BENCH_SECONDS` (default 600),
+//! `BENCH_BATCH` (per call, default 100), `BENCH_OUT` (default
+//! `var/bench/pipeline.json`). Run by `deploy/bench.sh pipeline`.
+
+#[path = "../stack.rs"]
+mod stack;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::Message;
+use serde_json::{json, Value};
+use sms_core::events::FinalStatus;
+use stack::{Options, Stack};
+use tokio::sync::Semaphore;
+
+fn setting(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Unicom numbers: notices spread over 100,000 recipients (at most 30 each in
+/// a 10-minute run, under the daily cap of 50), verification codes over a
+/// million (a recipient gets one about every half hour, under the caps).
+fn instruction(n: u64) -> Value {
+    let prefixes = ["130", "131", "132", "155", "156", "185", "186", "176"];
+    let prefix = prefixes[(n % prefixes.len() as u64) as usize];
+    if n % 10 == 0 {
+        json!({
+            "request_id": format!("load-{n}"),
+            "phone": format!("{prefix}{:08}", 10_000_000 + (n / 10) % 1_000_000),
+            "kind": "VERIFICATION_CODE",
+            "text": format!("您的验证码为{:06}，5分钟内有效，请勿泄露。", n % 1_000_000),
+        })
+    } else {
+        json!({
+            "request_id": format!("load-{n}"),
+            "phone": format!("{prefix}{:08}", 50_000_000 + n % 100_000),
+            "kind": if n % 3 == 0 { "REMINDER" } else { "NOTICE" },
+            "text": format!("第{n}号通知：您有一条交通违法记录待处理，请及时处理。"),
+        })
+    }
+}
+
+/// Resident memory of a process, now and at its peak, in MiB.
+fn memory_mib(pid: u32) -> Option<(f64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map(|kb| kb / 1024.0)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+fn quantile(sorted: &[i64], q: f64) -> i64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// Runs one of Kafka's own performance tools and returns its output.
+fn kafka_tool(class: &str, args: &[String]) -> String {
+    let libs =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/kafka/dist/libs/*");
+    let output = std::process::Command::new("java")
+        .arg("-cp")
+        .arg(libs)
+        .arg(class)
+        .args(args)
+        .output();
+    match output {
+        Ok(o) => String::from_utf8_lossy(&o.stdout).into_owned(),
+        Err(e) => format!("could not run {class}: {e}"),
+    }
+}
+
+/// Kafka's producer (acks=all) and consumer benchmarks on `records` records
+/// of `size` bytes; records per second of each, when their output parses.
+async fn broker_limits(stack: &Stack, records: u64, size: usize) -> (Option<f64>, Option<f64>) {
+    let bootstrap = &stack.kafka.bootstrap;
+    let topic = format!("{}perf", stack.kafka.topic_prefix);
+    let admin = stack.kafka.admin().expect("admin client");
+    let spec = sms_core::kafka::TopicSpec {
+        name: topic.clone(),
+        partitions: 3,
+        config: Vec::new(),
+    };
+    sms_core::kafka::create_topics(&admin, &[spec], 1)
+        .await
+        .expect("perf topic");
+    let produced = kafka_tool(
+        "org.apache.kafka.tools.ProducerPerformance",
+        &[
+            "--topic".into(),
+            topic.clone(),
+            "--num-records".into(),
+            records.to_string(),
+            "--record-size".into(),
+            size.to_string(),
+            "--throughput".into(),
+            "-1".into(),
+            "--producer-props".into(),
+            format!("bootstrap.servers={bootstrap}"),
+            "acks=all".into(),
+            "enable.idempotence=true".into(),
+        ],
+    );
+    // "N records sent, R records/sec (M MB/sec), ..."
+    let producer_rate = produced
+        .lines()
+        .rev()
+        .find(|l| l.contains("records sent"))
+        .and_then(|l| l.split(',').nth(1))
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok());
+    let consumed = kafka_tool(
+        "org.apache.kafka.tools.ConsumerPerformance",
+        &[
+            "--bootstrap-server".into(),
+            bootstrap.clone(),
+            "--topic".into(),
+            topic,
+            "--messages".into(),
+            records.to_string(),
+            "--timeout".into(),
+            "60000".into(),
+        ],
+    );
+    // A header line, then "start, end, MB, MB.sec, records, records.sec, ...".
+    let consumer_rate = consumed
+        .lines()
+        .rev()
+        .find(|l| l.split(',').count() >= 6 && !l.contains("start.time"))
+        .and_then(|l| l.split(',').nth(5))
+        .and_then(|s| s.trim().parse().ok());
+    if producer_rate.is_none() || consumer_rate.is_none() {
+        eprintln!("kafka tools said:\n{produced}\n{consumed}");
+    }
+    (producer_rate, consumer_rate)
+}
+
+#[tokio::main]
+async fn main() {
+    let rate = setting("BENCH_RATE", 5_000).max(1);
+    let seconds = setting("BENCH_SECONDS", 600).max(1);
+    let batch = setting("BENCH_BATCH", 100).clamp(1, 1_000);
+    let out = std::env::var("BENCH_OUT")
+        .unwrap_or_else(|_| format!("{}/../var/bench/pipeline.json", env!("CARGO_MANIFEST_DIR")));
+    let total = rate * seconds;
+    println!("pipeline: {rate} messages/s for {seconds} s ({total} messages), {batch} per call");
+
+    // The carrier answers at once and reports at once; the subscription check
+    // is off so that a million recipients need not register first (the
+    // lookup it skips is one map read per message).
+    let stack = Stack::start_with(
+        "bench_pipeline",
+        Options {
+            reports: Some(
+                "[reports]\ndelay = { kind = \"fixed\", delay_ms = 0 }\n\
+                 outcomes = [{ state = 0, error_code = 0, weight = 993 }, { state = 2, error_code = 29, weight = 7 }]\n"
+                    .into(),
+            ),
+            log: "warn",
+            env: vec![(
+                "dispatcher",
+                "DISPATCHER_POLICY__REQUIRE_SUBSCRIPTION".into(),
+                "false".into(),
+            )],
+            ingest_client_extra: "rate_per_second = 1000000\nburst = 1000000\n".into(),
+            ..Options::default()
+        },
+    )
+    .await;
+    let pids = stack.pids();
+    let peaks: Arc<std::sync::Mutex<BTreeMap<&'static str, f64>>> = Arc::default();
+
+    // Final statuses as they are written: acceptance-to-decision time of each.
+    let consumer: StreamConsumer = stack
+        .kafka
+        .consumer_config(
+            "bench-status",
+            &format!("{}bench-reader", stack.kafka.topic_prefix),
+        )
+        .create()
+        .expect("consumer");
+    consumer
+        .subscribe(&[&stack.kafka.topics().status])
+        .expect("subscribe");
+    let decided = Arc::new(AtomicU64::new(0));
+    let reader = {
+        let decided = decided.clone();
+        tokio::spawn(async move {
+            let codec = sms_core::avro::AvroCodec::single_object();
+            let mut latencies = Vec::with_capacity(total as usize);
+            let mut per_second: BTreeMap<i64, u64> = BTreeMap::new();
+            let mut stream = consumer.stream();
+            while (latencies.len() as u64) < total {
+                match tokio::time::timeout(Duration::from_secs(120), stream.next()).await {
+                    Ok(Some(Ok(message))) => {
+                        if let Ok(status) = codec
+                            .decode::<FinalStatus>(message.payload().unwrap_or_default())
+                            .await
+                        {
+                            latencies.push(status.decided_at - status.accepted_at);
+                            *per_second.entry(status.decided_at / 1000).or_default() += 1;
+                            decided.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Ok(Some(Err(_))) => tokio::time::sleep(Duration::from_millis(100)).await,
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            (latencies, per_second)
+        })
+    };
+
+    // Memory of every service, sampled each second.
+    let sampler = {
+        let peaks = peaks.clone();
+        let pids = pids.clone();
+        tokio::spawn(async move {
+            loop {
+                for (name, pid) in &pids {
+                    if let Some((rss, _)) = memory_mib(*pid) {
+                        let mut peaks = peaks.lock().unwrap_or_else(|p| p.into_inner());
+                        let peak = peaks.entry(name).or_default();
+                        *peak = peak.max(rss);
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
+
+    // The platform: one batch call every `batch / rate` seconds, at most 64
+    // calls in flight; when the system cannot keep up, the rate falls.
+    let stack = Arc::new(stack);
+    let in_flight = Arc::new(Semaphore::new(64));
+    let accepted = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(batch as f64 / rate as f64));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut calls = Vec::new();
+    let mut next = 0u64;
+    let mut last_report = Instant::now();
+    while next < total {
+        ticker.tick().await;
+        let permit = in_flight.clone().acquire_owned().await.expect("semaphore");
+        let items: Vec<Value> = (next..(next + batch).min(total)).map(instruction).collect();
+        next += items.len() as u64;
+        let (stack, counter) = (stack.clone(), accepted.clone());
+        calls.push(tokio::spawn(async move {
+            let answer = stack.send_batch(&items).await;
+            counter.fetch_add(answer["accepted"].as_u64().unwrap_or(0), Ordering::Relaxed);
+            drop(permit);
+        }));
+        if last_report.elapsed() >= Duration::from_secs(10) {
+            last_report = Instant::now();
+            println!(
+                "  {:>4} s: sent {next}, accepted {}, final {}",
+                started.elapsed().as_secs(),
+                accepted.load(Ordering::Relaxed),
+                decided.load(Ordering::Relaxed)
+            );
+        }
+    }
+    for call in calls {
+        let _ = call.await;
+    }
+    let sending = started.elapsed();
+    let accepted = accepted.load(Ordering::Relaxed);
+    println!(
+        "sent {total} in {:.1} s ({:.0}/s), {accepted} accepted",
+        sending.as_secs_f64(),
+        total as f64 / sending.as_secs_f64()
+    );
+
+    let (mut latencies, per_second) = reader.await.expect("reader");
+    let elapsed = started.elapsed();
+    sampler.abort();
+    let mut memory = BTreeMap::new();
+    for (name, pid) in &pids {
+        let sampled = peaks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .copied()
+            .unwrap_or(0.0);
+        let peak = memory_mib(*pid).map_or(sampled, |(_, hwm)| hwm.max(sampled));
+        memory.insert(name.to_string(), (peak * 10.0).round() / 10.0);
+    }
+    latencies.sort_unstable();
+    let finals = latencies.len() as u64;
+    // The sustained rate: final statuses per second over the whole seconds
+    // between the first and the last, the partial edges left out.
+    let seconds_seen: Vec<u64> = per_second.values().copied().collect();
+    let inner = if seconds_seen.len() > 2 {
+        &seconds_seen[1..seconds_seen.len() - 1]
+    } else {
+        &seconds_seen[..]
+    };
+    let sustained = inner.iter().sum::<u64>() as f64 / inner.len().max(1) as f64;
+    let mut windows: Vec<u64> = inner
+        .chunks(10)
+        .filter(|c| c.len() == 10)
+        .map(|c| c.iter().sum::<u64>() / 10)
+        .collect();
+    windows.sort_unstable();
+    let slowest_window = windows.first().copied().unwrap_or(0);
+
+    let clickhouse_rows = stack
+        .clickhouse
+        .query("SELECT count() FROM sms_messages FINAL WHERE is_final = 1")
+        .fetch_one::<u64>()
+        .await
+        .unwrap_or(0);
+
+    let (producer_rate, consumer_rate) = broker_limits(&stack, 1_000_000, 200).await;
+    let result = json!({
+        "target_rate": rate,
+        "seconds": seconds,
+        "batch": batch,
+        "sent": total,
+        "accepted": accepted,
+        "final_statuses": finals,
+        "lost": accepted.saturating_sub(finals),
+        "send_seconds": sending.as_secs_f64(),
+        "wall_seconds": elapsed.as_secs_f64(),
+        "sustained_final_per_s": sustained.round(),
+        "slowest_10s_final_per_s": slowest_window,
+        "latency_ms": {
+            "p50": quantile(&latencies, 0.50),
+            "p99": quantile(&latencies, 0.99),
+            "max": latencies.last().copied().unwrap_or(0),
+        },
+        "peak_rss_mib": memory,
+        "clickhouse_final_rows_at_end": clickhouse_rows,
+        "kafka_producer_perf_records_per_s": producer_rate,
+        "kafka_consumer_perf_records_per_s": consumer_rate,
+        "ratio_to_kafka_producer": producer_rate.map(|p| (sustained / p * 1000.0).round() / 1000.0),
+    });
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&result).unwrap_or_default()
+    );
+    if let Some(dir) = std::path::Path::new(&out).parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    if let Err(e) = std::fs::write(&out, format!("{result:#}\n")) {
+        eprintln!("writing {out}: {e}");
+    }
+    match Arc::try_unwrap(stack) {
+        Ok(stack) => stack.stop().await,
+        Err(_) => eprintln!("a call still holds the system; its processes end with this one"),
+    }
+}
