@@ -439,7 +439,7 @@ const SERVICES: [&str; 4] = ["ingest", "dispatcher", "status", "analytics"];
 
 fn effective(service: &str, env: Vec<(String, String)>) -> Effective {
     let file = deploy(&format!("config/{service}.toml"));
-    let sasl = |prefix: &str| format!("{prefix}KAFKA__PROPERTIES__SASL.PASSWORD");
+    let sasl = |prefix: &str| format!("{prefix}KAFKA__SASL__PASSWORD");
     match service {
         "ingest" => {
             let config = ingest::Config::load(Some(&file), env).expect("ingest config");
@@ -661,23 +661,49 @@ fn service_probes_and_ports_are_the_ones_the_configuration_opens() {
             "{service} is scraped where it serves /metrics"
         );
 
-        // Kafka: the client listener, with the SASL settings librdkafka needs.
+        // Kafka: the client listener, with the service's own SCRAM user.
         assert_eq!(config.kafka.bootstrap, "kafka:9092", "{service} bootstrap");
-        let properties = &config.kafka.properties;
-        for key in [
-            "security.protocol",
-            "sasl.mechanisms",
-            "sasl.username",
-            "sasl.password",
-        ] {
-            assert!(
-                properties.contains_key(key),
-                "{service} has no kafka property {key}"
-            );
-        }
         assert_eq!(
-            properties.get("sasl.username").map(String::as_str),
-            Some(service)
+            config.kafka.security_protocol,
+            sms_core::kafka::SecurityProtocol::SaslPlaintext,
+            "{service} authenticates to Kafka"
+        );
+        let sasl = config.kafka.sasl.as_ref().expect("SASL settings");
+        assert_eq!(sasl.mechanism, sms_core::kafka::SaslMechanism::ScramSha512);
+        assert_eq!(sasl.username, service, "{service} has its own Kafka user");
+        assert!(!sasl.password.is_empty(), "{service} has a Kafka password");
+        config
+            .kafka
+            .check("kafka")
+            .unwrap_or_else(|e| panic!("{service}: {e}"));
+        let users = find(&docs, "Job", "kafka-users");
+        let job = &seq(&users["spec"]["template"]["spec"]["containers"], "c")[0];
+        let script = str_of(&seq(&job["args"], "args")[0], "script");
+        let listed = script
+            .split("for user in ")
+            .nth(1)
+            .and_then(|r| r.split(';').next())
+            .expect("the users the Job creates");
+        assert!(
+            listed.split_whitespace().any(|u| u == service),
+            "the kafka-users Job creates {service}"
+        );
+        let own = seq(&job["env"], "env")
+            .iter()
+            .find(|e| {
+                e["name"].as_str() == Some(&format!("KAFKA_PASSWORD_{}", service.to_uppercase()))
+            })
+            .unwrap_or_else(|| panic!("the kafka-users Job has {service}'s password"));
+        let service_password = seq(&container["env"], "env")
+            .iter()
+            .find(|e| {
+                e["name"].as_str()
+                    == Some(&format!("{}_KAFKA__SASL__PASSWORD", service.to_uppercase()))
+            })
+            .expect("the service's Kafka password");
+        assert_eq!(
+            own["valueFrom"]["secretKeyRef"], service_password["valueFrom"]["secretKeyRef"],
+            "{service}: the broker's user and the service use the same secret"
         );
 
         // Secrets come from the Secret, under the names the code reads.
