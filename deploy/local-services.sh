@@ -54,7 +54,10 @@ stop_pid() {
 }
 
 kafka_up() {
-  if [ -n "${KAFKA_BOOTSTRAP:-}" ]; then
+  # A KAFKA_BOOTSTRAP naming the local broker (as `env` prints it) still
+  # means this script's broker, so stop-kafka/start-kafka work from a shell
+  # or a test that evaluated `env`.
+  if [ -n "${KAFKA_BOOTSTRAP:-}" ] && [ "$KAFKA_BOOTSTRAP" != "127.0.0.1:$kafka_port" ]; then
     log "KAFKA_BOOTSTRAP=$KAFKA_BOOTSTRAP is set; not starting a local broker"
     return 0
   fi

@@ -28,6 +28,8 @@ pub enum CoreError {
     KafkaSetup(#[source] rdkafka::error::KafkaError),
     #[error("invalid configuration: {key}: {message}")]
     Config { key: String, message: String },
+    #[error("kafka refused the credentials or the tls handshake: {0}")]
+    KafkaAuthentication(String),
 }
 
 impl CoreError {

@@ -3,11 +3,14 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use serde::Deserialize;
 
@@ -368,6 +371,42 @@ impl KafkaSettings {
         self.finish(config)
     }
 
+    /// Connects and fetches the cluster's metadata, waiting at most
+    /// `timeout`; returns the number of brokers. Wrong SASL credentials or a
+    /// failed TLS handshake are [`CoreError::KafkaAuthentication`] with
+    /// librdkafka's reason, rather than the time-out they otherwise look
+    /// like. Blocking: call it from `spawn_blocking` in async code.
+    pub fn probe(&self, timeout: Duration) -> Result<usize, CoreError> {
+        let consumer: BaseConsumer<ProbeContext> = self
+            .finish(self.base("industry-sms-probe"))
+            .create_with_context(ProbeContext::default())
+            .map_err(CoreError::KafkaSetup)?;
+        let result = consumer.fetch_metadata(None, timeout);
+        // librdkafka queues its error events; polling hands them to the
+        // context, which keeps an authentication or TLS failure.
+        if result.is_err() {
+            for _ in 0..10 {
+                if consumer.poll(Duration::from_millis(100)).is_none()
+                    && consumer.context().refused.lock().is_ok_and(|r| r.is_some())
+                {
+                    break;
+                }
+            }
+        }
+        if let Some(reason) = consumer
+            .context()
+            .refused
+            .lock()
+            .ok()
+            .and_then(|r| r.clone())
+        {
+            return Err(CoreError::KafkaAuthentication(reason));
+        }
+        result
+            .map(|metadata| metadata.brokers().len())
+            .map_err(CoreError::KafkaSetup)
+    }
+
     /// An admin client for topic management.
     pub fn admin(&self) -> Result<AdminClient<DefaultClientContext>, CoreError> {
         self.finish(self.base("industry-sms-admin"))
@@ -375,6 +414,30 @@ impl KafkaSettings {
             .map_err(CoreError::KafkaSetup)
     }
 }
+
+/// Keeps the first authentication or TLS error librdkafka reports.
+#[derive(Default)]
+struct ProbeContext {
+    refused: Mutex<Option<String>>,
+}
+
+impl ClientContext for ProbeContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let refused = matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SSL)
+        );
+        if refused {
+            if let Ok(mut first) = self.refused.lock() {
+                first.get_or_insert_with(|| reason.to_string());
+            }
+        } else {
+            tracing::debug!(error = %error, reason, "kafka client error while probing");
+        }
+    }
+}
+
+impl ConsumerContext for ProbeContext {}
 
 /// The names of the system's topics under one prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
