@@ -1386,3 +1386,75 @@ fn promql_scanning_finds_metrics_and_their_functions() {
         vec!["sms.sms_daily".to_string(), "sms.carrier_error_codes".to_string()]
     );
 }
+
+/// Grafana's ClickHouse macros, expanded as the plugin would for a fixed
+/// window: `$__dateFilter(c)`, `$__timeFilter(c)`, `$__timeInterval(c)`.
+fn expand_grafana_macros(sql: &str) -> String {
+    let mut out = sql.to_string();
+    for (name, expansion) in [
+        (
+            "$__dateFilter(",
+            "{c} >= toDate('2026-10-01') AND {c} <= toDate('2026-12-31')",
+        ),
+        (
+            "$__timeFilter(",
+            "{c} >= toDateTime('2026-10-01 00:00:00') AND {c} <= toDateTime('2026-12-31 00:00:00')",
+        ),
+        (
+            "$__timeInterval(",
+            "toStartOfInterval({c}, INTERVAL 60 second)",
+        ),
+    ] {
+        while let Some(at) = out.find(name) {
+            let rest = &out[at + name.len()..];
+            let close = rest.find(')').expect("a closed macro");
+            let column = rest[..close].to_string();
+            let replaced = expansion.replace("{c}", &column);
+            out.replace_range(at..at + name.len() + close + 1, &replaced);
+        }
+    }
+    assert!(!out.contains("$__"), "a macro left unexpanded: {out}");
+    out
+}
+
+#[tokio::test]
+async fn every_clickhouse_panel_runs_on_the_migrated_schema() {
+    let services = sms_harness::services().await.expect("a ClickHouse");
+    let (client, database) = sms_harness::clickhouse_for_test("dashboards")
+        .await
+        .expect("a test database");
+    let settings = analytics::config::ClickHouseSettings {
+        url: services.clickhouse_url.clone(),
+        database: database.clone(),
+        ..Default::default()
+    };
+    analytics::schema::migrate(&settings, 13)
+        .await
+        .expect("the sink's migrations");
+
+    let mut ran = 0;
+    for file in files_under(&deploy("grafana"), &[".json"]) {
+        let dashboard: serde_json::Value = serde_json::from_str(&read(&file)).expect("JSON");
+        for panel in panels(&dashboard) {
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                let Some(sql) = target["rawSql"].as_str() else {
+                    continue;
+                };
+                let query = expand_grafana_macros(&sql.replace("sms.", &format!("`{database}`.")));
+                client.query(&query).execute().await.unwrap_or_else(|e| {
+                    panic!(
+                        "{}: panel {:?} does not run: {e}\n{query}",
+                        file.display(),
+                        panel["title"]
+                    )
+                });
+                ran += 1;
+            }
+        }
+    }
+    assert!(ran >= 10, "{ran} ClickHouse panels ran");
+    let _ = client
+        .query(&format!("DROP DATABASE IF EXISTS `{database}`"))
+        .execute()
+        .await;
+}
