@@ -14,8 +14,10 @@ use stack::Stack;
 
 fn services(command: &str) {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/local-services.sh");
+    // The script starts a broker only when no outside one is named.
     let status = std::process::Command::new(script)
         .arg(command)
+        .env_remove("KAFKA_BOOTSTRAP")
         .status()
         .expect("the services script runs");
     assert!(
@@ -28,6 +30,7 @@ fn local_broker_is_managed() -> bool {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/local-services.sh");
     std::process::Command::new(script)
         .arg("status")
+        .env_remove("KAFKA_BOOTSTRAP")
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("kafka: running"))
 }
