@@ -392,27 +392,39 @@ async fn malformed_input_on_every_entrance_is_refused_and_traffic_still_flows() 
     let stack = Stack::start("e2e_garbage", "").await;
     let http = reqwest::Client::new();
     let batch = format!("{}/v1/messages/batch", stack.ingest_url);
-    for body in [
-        "",
-        "{",
-        "[]",
-        "{\"messages\": 5}",
-        "{\"messages\": []}",
-        &"x".repeat(100_000),
-    ] {
-        let answer = http
-            .post(&batch)
-            .bearer_auth(stack::TOKEN)
-            .body(body.to_string())
-            .header("content-type", "application/json")
-            .send()
+    let bad_bodies = [
+        String::new(),
+        "{".into(),
+        "[]".into(),
+        "{\"messages\": 5}".into(),
+        "{\"messages\": []}".into(),
+        "x".repeat(100_000),
+        String::from_utf8_lossy(&[0xff, 0xfe, 0, 1, 2]).into_owned(),
+        format!("{{\"messages\": [{}]}}", vec!["{}"; 1_001].join(",")),
+    ];
+    // A flood: every bad body many times, a few at a time.
+    for round in 0..25 {
+        let calls = bad_bodies.iter().map(|body| {
+            http.post(&batch)
+                .bearer_auth(stack::TOKEN)
+                .body(body.clone())
+                .header("content-type", "application/json")
+                .send()
+        });
+        for (answer, body) in futures::future::join_all(calls)
             .await
-            .expect("answers");
-        assert!(
-            answer.status().is_client_error(),
-            "{body:.20}: {}",
-            answer.status()
-        );
+            .into_iter()
+            .zip(&bad_bodies)
+        {
+            let answer = answer.expect("answers");
+            assert!(
+                answer.status().is_client_error(),
+                "round {round}, {body:.20}: {}",
+                answer.status()
+            );
+            let error: Value = answer.json().await.expect("a JSON error");
+            assert!(error["error"]["code"].is_string(), "{error}");
+        }
     }
     // A well-formed batch with a malformed item: that item is refused, by index.
     let answer = http
@@ -425,30 +437,88 @@ async fn malformed_input_on_every_entrance_is_refused_and_traffic_still_flows() 
     let body: Value = answer.json().await.expect("json");
     assert_eq!(body["refused"], 1, "{body}");
     assert_eq!(body["accepted"], 0, "{body}");
+
+    // Raw-topic garbage: each record is refused to the dead-letter topic.
     let producer: FutureProducer = stack
         .kafka
         .producer_config("e2e")
         .create()
         .expect("producer");
-    for garbage in ["", "null", "{\"client_id\": 5}", "\u{0}\u{1}"] {
+    let garbage = [
+        "",
+        "null",
+        "{\"client_id\": 5}",
+        "\u{0}\u{1}",
+        "{\"client_id\": \"platform\", \"message\": {}}",
+    ];
+    let raw_garbage = 200;
+    for n in 0..raw_garbage {
         producer
             .send(
                 FutureRecord::to(&stack.kafka.topics().inbound_raw)
                     .key("k")
-                    .payload(garbage),
+                    .payload(garbage[n % garbage.len()]),
                 Duration::from_secs(10),
             )
             .await
             .expect("written");
     }
-    // Garbage on the SGIP receiver: a frame that lies about its length.
-    if let Ok(mut socket) = tokio::net::TcpStream::connect(stack.receiver_addr()).await {
-        let _ = socket
-            .write_all(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 1])
+
+    // Garbage on the SGIP receiver, many connections: a frame that lies
+    // about its length, a truncated header, an unknown command, a Bind with
+    // a wrong password, random bytes. Each connection is closed by the server.
+    let mut unknown_command = vec![0, 0, 0, 20, 0x12, 0x34, 0x56, 0x78];
+    unknown_command.extend([0u8; 12]);
+    let mut bad_bind = vec![0, 0, 0, 61, 0, 0, 0, 1];
+    bad_bind.extend([0u8; 12]);
+    bad_bind.push(2);
+    bad_bind.extend(b"smg\0\0\0\0\0\0\0\0\0\0\0\0\0");
+    bad_bind.extend(b"wrong\0\0\0\0\0\0\0\0\0\0\0");
+    bad_bind.extend([0u8; 8]);
+    let frames: Vec<Vec<u8>> = vec![
+        vec![0xff, 0xff, 0xff, 0xff, 0, 0, 0, 1],
+        vec![0, 0, 0],
+        unknown_command,
+        bad_bind,
+        (0..=255u8).rev().cycle().take(4_096).collect(),
+    ];
+    for round in 0..10 {
+        for frame in &frames {
+            let Ok(mut socket) = tokio::net::TcpStream::connect(stack.receiver_addr()).await else {
+                panic!("the receiver stopped accepting after round {round}");
+            };
+            let _ = socket.write_all(frame).await;
+            let _ = socket.shutdown().await;
+            let mut buf = [0u8; 256];
+            let closed = tokio::time::timeout(Duration::from_secs(5), async {
+                loop {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                }
+            })
             .await;
-        let mut buf = [0u8; 64];
-        let _ = tokio::time::timeout(Duration::from_secs(2), socket.read(&mut buf)).await;
+            assert!(
+                closed.is_ok(),
+                "the receiver closes a connection that sent garbage"
+            );
+        }
     }
+    let (letters, _) = sms_harness::read_topic::<sms_core::events::DeadLetter>(
+        &stack.kafka,
+        &stack.kafka.topics().dlq,
+        raw_garbage,
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("dead letters");
+    assert_eq!(
+        letters.len(),
+        raw_garbage,
+        "every raw record refused has its dead letter"
+    );
+    assert!(letters.iter().all(|l| !l.reason.is_empty()));
 
     let phones: Vec<String> = (0..5).map(phone).collect();
     stack.subscribe(&phones).await;
