@@ -86,17 +86,23 @@ wait_http dispatcher http://127.0.0.1:9603/healthz
 wait_http ingest http://127.0.0.1:8080/readyz
 
 log "sending a sample of a day's traffic"
+since="$(date +%s)"
 "$bin/sample-traffic" --ingest http://127.0.0.1:8080 --token local-platform-token \
-  --messages "${SAMPLE_MESSAGES:-2000}" --run-id "$(date +%s)-"
+  --messages "${SAMPLE_MESSAGES:-2000}" --run-id "$since-" | tee "$rundir/sample-traffic.txt"
+accepted="$(sed -n 's/.*: \([0-9]*\) accepted.*/\1/p' "$rundir/sample-traffic.txt")"
 
-log "waiting for the final statuses to reach ClickHouse"
+log "waiting for the $accepted accepted messages' final statuses to reach ClickHouse"
 query() { curl -fsS "$CLICKHOUSE_URL/" --data-binary "$1"; }
-for _ in $(seq 1 90); do
-  pending="$(query "SELECT countIf(is_final = 0) FROM sms.sms_messages FINAL" 2>/dev/null || echo '?')"
-  [ "$pending" = "0" ] && break
+for _ in $(seq 1 120); do
+  final="$(query "SELECT count() FROM sms.sms_messages FINAL WHERE is_final = 1 AND accepted_at >= toDateTime64($since, 3)" 2>/dev/null || echo 0)"
+  [ "${final:-0}" -ge "${accepted:-1}" ] && break
   sleep 2
 done
-query "SELECT state, count() AS messages, sum(billed_segments) AS billed_segments, round(avg(within_seven_seconds) * 100, 2) AS within_7s_pct FROM sms.sms_messages FINAL GROUP BY state ORDER BY messages DESC FORMAT PrettyCompact" || true
+log "final statuses of this run, from ClickHouse:"
+query "SELECT state, count() AS messages, sum(billed_segments) AS billed_segments, round(avg(within_seven_seconds) * 100, 2) AS within_7s_pct FROM sms.sms_messages FINAL WHERE accepted_at >= toDateTime64($since, 3) GROUP BY state ORDER BY messages DESC FORMAT PrettyCompact" || true
+month="$(TZ=Asia/Shanghai date +%Y-%m)"
+"$bin/smsctl" --clickhouse "$CLICKHOUSE_URL" report monthly --month "$month" --out "$root/var/reports" >/dev/null \
+  && log "monthly report for $month: var/reports/monthly-$month.html"
 
 cat <<INFO
 
@@ -107,6 +113,7 @@ industry-sms is running.
   metrics         ingest :8080/metrics, dispatcher :9603, status :9602, analytics :9464
   Kafka           $KAFKA_BOOTSTRAP  (smsctl topics check)
   ClickHouse      $CLICKHOUSE_URL  (database sms; read-only user analyst / analyst-local)
+  reports         var/reports/ (smsctl report monthly --month YYYY-MM --out DIR; smsctl trace --help)
   logs            var/run/*.log, var/kafka/logs/, var/clickhouse/chfront.log
   stop            make stop
 INFO
