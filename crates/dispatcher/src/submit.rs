@@ -262,3 +262,53 @@ fn reference(message_id: &str) -> u8 {
         .bytes()
         .fold(0u8, |acc, b| acc.wrapping_mul(31).wrapping_add(b))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sms_core::events::{MessageKind, RequestSource};
+
+    #[tokio::test]
+    async fn connected_counts_the_sessions_bound_to_the_gateway() {
+        let sim = smsc_sim::Simulator::start(smsc_sim::SimConfig {
+            submit_addr: "127.0.0.1:0".parse().unwrap(),
+            http_addr: "127.0.0.1:0".parse().unwrap(),
+            sp: None,
+            ..smsc_sim::SimConfig::default()
+        })
+        .await
+        .expect("simulator starts");
+        let settings = GatewaySettings {
+            addr: sim.submit_addr.to_string(),
+            ..GatewaySettings::default()
+        };
+        let share = settings.share(6, 6);
+        assert_eq!(share.connections, 2);
+        let gateway = Gateway::start(&settings, "secret", share, 200).expect("pool starts");
+        assert_eq!(gateway.connected(), 0, "sessions connect on first use");
+
+        let request = SmsRequest {
+            message_id: "m-1".into(),
+            request_id: "r-1".into(),
+            client_id: "c".into(),
+            phone: "8613012345678".into(),
+            kind: MessageKind::Notice,
+            text: "【交管12123】通知".into(),
+            template_id: None,
+            sp_extension: None,
+            source: RequestSource::Http,
+            accepted_at: now_millis(),
+            expires_at: None,
+            scheduled_at: None,
+            attempt: 0,
+            not_before: None,
+        };
+        let submission = gateway.submit(&request).await;
+        assert_eq!(submission.verdict, Verdict::Accepted);
+        assert_eq!(gateway.connected(), 1, "one session was needed");
+
+        gateway.close().await;
+        assert_eq!(gateway.connected(), 0);
+        sim.shutdown().await;
+    }
+}
