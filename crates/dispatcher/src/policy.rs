@@ -2,6 +2,10 @@
 //!
 //! The checks run in this order; the first that fails is the refusal:
 //!
+//! A later attempt of a message (`attempt` > 0, from the retry topic) is
+//! checked for rules 1 and 2 only: the others admitted it on its first
+//! attempt, which may have reached the carrier without an answer.
+//!
 //! 1. **duplicate**: the message id already has a final dispatch event
 //!    (SUBMITTED, REFUSED, FAILED) or an event for this attempt or a later
 //!    one. It runs first, not fifth as a plain list of rules would put it,
@@ -128,6 +132,15 @@ impl Policy {
         if check_times(now, request.expires_at, None) == Err(Refusal::Expired) {
             return Verdict::refuse(RefusalReason::Expired, Refusal::Expired.code());
         }
+        let billed = self.billed_segments(&request.text);
+        let cost = u64::from(billed) * self.price;
+        // A later attempt was admitted by the rules below on its first one,
+        // and that attempt may have reached the carrier unanswered: judging
+        // it again (a cap filled meanwhile by another message, say) could
+        // call a message refused that the recipient already has.
+        if request.attempt > 0 {
+            return Verdict::Submit { billed, cost };
+        }
         match self.validator.phone(&request.phone) {
             Ok(phone) if phone == request.phone => {}
             Ok(_) => {
@@ -150,8 +163,6 @@ impl Policy {
                 format!("at most {} in {} ms", cap.max, cap.window_ms),
             );
         }
-        let billed = self.billed_segments(&request.text);
-        let cost = u64::from(billed) * self.price;
         if let Some(ceiling) = ledger.over_budget(now, cost, &self.settings, partitions) {
             return Verdict::refuse(RefusalReason::BudgetExhausted, ceiling);
         }
@@ -544,6 +555,26 @@ mod tests {
         assert_eq!(
             reason(policy.decide(&second, NOW + 61_000, &ledger, 1, yes)),
             Some(RefusalReason::Duplicate)
+        );
+
+        // A later attempt is not refused by a cap another message filled
+        // since its first attempt (which may have reached the carrier), but
+        // still by its expiry.
+        let third = request(
+            "otp-3",
+            MessageKind::VerificationCode,
+            "【交管12123】验证码 111111",
+        );
+        ledger.record(&submitted(&third, NOW + 62_000), policy.price());
+        assert_eq!(
+            reason(policy.decide(&again, NOW + 63_000, &ledger, 1, yes)),
+            None
+        );
+        let mut late = again.clone();
+        late.expires_at = Some(NOW + 62_500);
+        assert_eq!(
+            reason(policy.decide(&late, NOW + 63_000, &ledger, 1, yes)),
+            Some(RefusalReason::Expired)
         );
 
         let mut tight = PolicySettings::default();
