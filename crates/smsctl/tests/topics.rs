@@ -1,6 +1,8 @@
 //! `smsctl topics create|check` against the real local Kafka.
 
-use sms_core::kafka::{create_topics, KafkaSettings};
+use std::time::{Duration, Instant};
+
+use sms_core::kafka::{create_topics, KafkaSettings, TopicSpec};
 
 #[tokio::test]
 async fn create_then_check_finds_no_mismatch_and_check_reports_a_missing_topic() {
@@ -25,9 +27,10 @@ async fn create_then_check_finds_no_mismatch_and_check_reports_a_missing_topic()
         .collect();
     partial[0].partitions = 2;
     create_topics(&admin, &partial, 1).await.expect("creates");
-    let problems = smsctl::topics::check(&kafka, &specs)
-        .await
-        .expect("check runs");
+    let problems = settled(&kafka, &specs, |p| {
+        p.len() == 2 && p.iter().any(|p| p.contains("partitions"))
+    })
+    .await;
     assert_eq!(problems.len(), 2, "{problems:?}");
     assert!(problems
         .iter()
@@ -39,11 +42,26 @@ async fn create_then_check_finds_no_mismatch_and_check_reports_a_missing_topic()
     // Creating again adds only what is missing and is otherwise a no-op.
     let created = create_topics(&admin, &specs, 1).await.expect("creates");
     assert_eq!(created, vec![kafka.topics().dlq.clone()]);
-    let problems = smsctl::topics::check(&kafka, &specs)
-        .await
-        .expect("check runs");
-    assert_eq!(
-        problems,
-        vec![format!("{} has 2 partitions, expected 3", specs[0].name)]
-    );
+    let expected = vec![format!("{} has 2 partitions, expected 3", specs[0].name)];
+    let problems = settled(&kafka, &specs, |p| p == expected.as_slice()).await;
+    assert_eq!(problems, expected);
+}
+
+/// Checks until `done` holds or 15 s have passed, and returns the last
+/// answer: new topics reach the brokers' metadata shortly after creation.
+async fn settled(
+    kafka: &KafkaSettings,
+    specs: &[TopicSpec],
+    done: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let problems = smsctl::topics::check(kafka, specs)
+            .await
+            .expect("check runs");
+        if done(&problems) || Instant::now() > deadline {
+            return problems;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
