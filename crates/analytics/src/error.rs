@@ -5,7 +5,7 @@
 #[non_exhaustive]
 pub enum AnalyticsError {
     /// A configuration key has a value the sink cannot use.
-    #[error("config key `{key}`: {message}")]
+    #[error("invalid configuration: {key}: {message}")]
     Config { key: String, message: String },
 
     /// The configuration file could not be read or parsed.
