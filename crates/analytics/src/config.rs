@@ -9,6 +9,7 @@
 //! in the file does.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -96,9 +97,8 @@ impl Default for AnalyticsConfig {
 ///
 /// TLS is chosen by the URL: `https://ch.example:8443` speaks TLS (through
 /// the system OpenSSL), checks the server's certificate against the
-/// system's CA store and its host name against the URL. A private CA is
-/// added to the system store, or named by the `SSL_CERT_FILE` environment
-/// variable (OpenSSL reads it).
+/// system's CA store, plus `ca_file` when given, and its host name against
+/// the URL.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClickHouseSettings {
@@ -112,6 +112,10 @@ pub struct ClickHouseSettings {
     pub password: Secret,
     /// Created if missing. Default `sms`.
     pub database: String,
+    /// PEM file with the CA certificate(s) of a private CA that signed the
+    /// server's certificate, trusted besides the system's store, for
+    /// `https://` URLs. Default none.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for ClickHouseSettings {
@@ -121,6 +125,7 @@ impl Default for ClickHouseSettings {
             user: "default".into(),
             password: Secret::default(),
             database: "sms".into(),
+            ca_file: None,
         }
     }
 }
@@ -133,11 +138,53 @@ impl ClickHouseSettings {
 
     /// A client with no database selected, for creating it.
     pub fn server_client(&self) -> clickhouse::Client {
-        clickhouse::Client::default()
+        http_client(self.ca_file.as_deref())
             .with_url(&self.url)
             .with_user(&self.user)
             .with_password(self.password.expose())
     }
+}
+
+/// A ClickHouse client with no URL yet: the crate's default, or, with
+/// `ca_file`, one whose TLS also trusts the certificates in that PEM file.
+/// A file that cannot be read is logged and the default client used (the
+/// configuration check refuses such a file at start-up).
+pub fn http_client(ca_file: Option<&Path>) -> clickhouse::Client {
+    let Some(ca_file) = ca_file else {
+        return clickhouse::Client::default();
+    };
+    match trusting(ca_file) {
+        Ok(client) => client,
+        Err(message) => {
+            tracing::error!(ca_file = %ca_file.display(), message, "clickhouse ca_file unusable; using the system's CA store only");
+            clickhouse::Client::default()
+        }
+    }
+}
+
+fn trusting(ca_file: &Path) -> Result<clickhouse::Client, String> {
+    let pem = std::fs::read(ca_file).map_err(|e| format!("cannot read it: {e}"))?;
+    let certificates = native_tls::Certificate::stack_from_pem(&pem)
+        .map_err(|e| format!("expected PEM certificates: {e}"))?;
+    if certificates.is_empty() {
+        return Err("expected PEM certificates, found none".into());
+    }
+    let mut tls = native_tls::TlsConnector::builder();
+    for certificate in certificates {
+        tls.add_root_certificate(certificate);
+    }
+    let tls = tls.build().map_err(|e| format!("cannot set up tls: {e}"))?;
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    // As the crate's own client: https needs the connector to accept any
+    // scheme, and idle connections are probed.
+    http.enforce_http(false);
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    let connector = hyper_tls::HttpsConnector::from((http, tls.into()));
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        // Below the server's keep-alive time-out (3 s by default).
+        .pool_idle_timeout(Duration::from_secs(2))
+        .build(connector);
+    Ok(clickhouse::Client::with_http_client(client))
 }
 
 impl AnalyticsConfig {
@@ -213,6 +260,14 @@ impl AnalyticsConfig {
                 &format!("clickhouse.database = {:?}", self.clickhouse.database),
                 "expected only letters, digits and underscores".into(),
             );
+        }
+        if let Some(ca_file) = &self.clickhouse.ca_file {
+            if let Err(message) = trusting(ca_file) {
+                return fail(
+                    &format!("clickhouse.ca_file = {:?}", ca_file.display().to_string()),
+                    message,
+                );
+            }
         }
         let url = &self.clickhouse.url;
         if !(url.starts_with("http://") || url.starts_with("https://")) {

@@ -13,6 +13,7 @@
 //!    local services.
 
 mod proxy;
+pub mod tls;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

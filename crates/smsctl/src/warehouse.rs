@@ -41,6 +41,10 @@ pub struct ClickHouseOptions {
         global = true
     )]
     pub password: Secret,
+    /// PEM file of a private CA that signed the server's certificate, for
+    /// an `https://` URL; trusted besides the system's CA store.
+    #[arg(long = "clickhouse-ca-file", env = "CLICKHOUSE_CA_FILE", global = true)]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl ClickHouseOptions {
@@ -51,12 +55,13 @@ impl ClickHouseOptions {
             database: database.into(),
             user: "default".into(),
             password: Secret::default(),
+            ca_file: None,
         }
     }
 
     /// A client on the configured database.
     pub fn client(&self) -> Warehouse {
-        let client = clickhouse::Client::default()
+        let client = analytics::config::http_client(self.ca_file.as_deref())
             .with_url(&self.url)
             .with_user(&self.user)
             .with_password(self.password.expose())

@@ -39,6 +39,7 @@ async fn main() -> anyhow::Result<()> {
         user: cli.clickhouse.user.clone(),
         password: cli.clickhouse.password.clone(),
         database: cli.clickhouse.database.clone(),
+        ca_file: cli.clickhouse.ca_file.clone(),
     };
     let warehouse = cli.clickhouse.client();
     let started = std::time::Instant::now();
