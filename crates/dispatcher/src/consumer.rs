@@ -267,9 +267,14 @@ async fn session(
     let mut consumer_config = kafka.consumer_config("dispatcher", group);
     // Range assignment gives one member partition p of every request topic,
     // matching partition p of sms.dispatch and sms.subscriptions.
+    // Small fetches keep a verification code from waiting behind a large
+    // response of queued notices: 256 KiB a partition is still about a
+    // thousand requests, far more than one window.
     consumer_config
         .set("partition.assignment.strategy", "range")
-        .set("queued.max.messages.kbytes", "8192");
+        .set("queued.max.messages.kbytes", "8192")
+        .set("max.partition.fetch.bytes", "262144")
+        .set("fetch.max.bytes", "1048576");
     let consumer: Arc<RequestConsumer> = Arc::new(
         consumer_config
             .create_with_context(Rebalances {

@@ -220,6 +220,13 @@ impl SimulatorHandle {
         tally.counts.clone()
     }
 
+    /// Submits accepted so far: the cheap poll for a caller waiting for
+    /// traffic to arrive ([`SimulatorHandle::counts`] copies every per-message
+    /// count while the gateway waits for the lock).
+    pub fn submits_accepted(&self) -> u64 {
+        self.state.tally().counts.submits_accepted
+    }
+
     /// Clears the counts.
     pub fn reset_counts(&self) {
         self.state.tally().counts = Counts::default();
