@@ -53,6 +53,9 @@ struct Args {
 
 const TOKEN: &str = "bench-token";
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
