@@ -22,6 +22,11 @@ use sms_core::avro::AvroCodec;
 use sms_core::events::{now_millis, FailureCategory, FinalState, FinalStatus, MessageKind};
 use tokio_util::sync::CancellationToken;
 
+// The allocator the `analytics` binary runs with, so that the sink measured
+// here is the one deployed.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn status(n: usize, now: i64) -> FinalStatus {
     let accepted_at = now - 10_000 + (n % 5_000) as i64;
     let delivered = n % 100 != 0;
