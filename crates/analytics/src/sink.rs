@@ -856,3 +856,95 @@ impl Writer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sms_core::events::{FinalState, MessageKind};
+
+    fn status(n: i64) -> FinalStatus {
+        FinalStatus {
+            message_id: format!("00000000-0000-5000-8000-{n:012}"),
+            request_id: format!("r{n}"),
+            phone: "8613012345678".into(),
+            kind: MessageKind::Notice,
+            status: FinalState::Delivered,
+            failure_category: None,
+            error_code: None,
+            refusal_reason: None,
+            billed_segments: 1,
+            segments_delivered: 1,
+            accepted_at: 1_000,
+            submitted_at: Some(1_100),
+            gateway_response_at: Some(1_150),
+            report_at: Some(2_000),
+            decided_at: 2_000,
+            within_seven_seconds: true,
+        }
+    }
+
+    fn raw(topic: &Arc<str>, offset: i64, payload: Vec<u8>) -> RawRecord {
+        RawRecord {
+            route: Route::Status,
+            topic: topic.clone(),
+            partition: 1,
+            offset,
+            key: Some(b"8613012345678".to_vec()),
+            payload,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_chunk_keeps_the_read_order_and_sets_undecodable_records_aside() {
+        let codec = AvroCodec::single_object();
+        let topic: Arc<str> = Arc::from("sms.status");
+        let chunk = vec![
+            raw(&topic, 10, codec.encode(&status(10)).expect("encodes")),
+            raw(&topic, 11, b"not avro at all".to_vec()),
+            raw(&topic, 12, codec.encode(&status(12)).expect("encodes")),
+        ];
+
+        let decoded = decode_chunk(&codec, chunk).await;
+
+        let offsets: Vec<i64> = decoded.rows.iter().map(|r| r.source_offset).collect();
+        assert_eq!(offsets, [10, 12]);
+        assert_eq!(decoded.rows[0].message_id, status(10).message_id);
+        assert_eq!(decoded.rows[1].event_id, "sms.status/1/12/0");
+        assert_eq!(decoded.undecodable.len(), 1);
+        let (record, error) = &decoded.undecodable[0];
+        assert_eq!(record.offset, 11);
+        assert_eq!(record.payload, b"not avro at all");
+        assert!(!error.to_string().is_empty());
+    }
+
+    #[test]
+    fn a_batch_notes_the_offset_range_and_count_of_every_partition() {
+        let status: Arc<str> = Arc::from("sms.status");
+        let dispatch: Arc<str> = Arc::from("sms.dispatch");
+        let mut builder = BatchBuilder::new();
+        for (topic, partition, offset) in [
+            (&status, 0, 5),
+            (&status, 0, 6),
+            (&dispatch, 0, 40),
+            (&status, 1, 9),
+            (&status, 0, 7),
+        ] {
+            builder.mark(topic, partition, offset);
+        }
+
+        let reads: Vec<(&str, i32, i64, i64, u64)> = builder
+            .reads
+            .iter()
+            .map(|r| (&*r.topic, r.partition, r.first, r.last, r.records))
+            .collect();
+        assert_eq!(
+            reads,
+            [
+                ("sms.status", 0, 5, 7, 3),
+                ("sms.dispatch", 0, 40, 40, 1),
+                ("sms.status", 1, 9, 9, 1),
+            ]
+        );
+        assert_eq!(builder.records, 5);
+    }
+}
