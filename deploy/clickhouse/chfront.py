@@ -721,6 +721,7 @@ class FrontHandler(BaseHTTPRequestHandler):
     server_version = "chfront"
     server: "FrontServer"
     logged_query: str = ""  # the query as far as it is known, for the log line
+    logged_insert: str = ""  # for an insert: its rows' size and where the time went
     # Small replies would otherwise wait on the client's delayed ACK (~40 ms).
     disable_nagle_algorithm = True
 
@@ -735,6 +736,7 @@ class FrontHandler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         parameters = dict(parse_qsl(url.query, keep_blank_values=True))
         self.logged_query = parameters.get("query", "")
+        self.logged_insert = ""
         status = 500
         body = None
         with self.server.in_flight():
@@ -884,11 +886,14 @@ class FrontHandler(BaseHTTPRequestHandler):
         insert_head = sql[: statement.insert_head_end].decode("utf-8", "replace").rstrip()
         descriptor, path = tempfile.mkstemp(prefix="chfront-insert-", suffix=".rows")
         try:
+            started = time.monotonic()
             with os.fdopen(descriptor, "wb") as rows_file:
                 rows_file.write(sql[statement.data_start :])
                 for piece in more_rows:
                     rows_file.write(piece)
                 size = rows_file.tell()
+            spooled = time.monotonic()
+            self.logged_insert = f"{size} bytes of rows received in {(spooled - started) * 1000:.1f}ms"
             if size == 0:
                 # ClickHouse accepts an insert without rows; file() would not.
                 return QueryOutcome(body=b"")
@@ -899,13 +904,15 @@ class FrontHandler(BaseHTTPRequestHandler):
                 **request.settings,
             }
             source = f"file({quote_literal(path)}, {quote_literal(statement.insert_format)})"
-            return self.server.engine.run(
+            outcome = self.server.engine.run(
                 f"{insert_head} SELECT * FROM {source}",
                 database=request.database,
                 settings=settings,
                 params=request.params,
                 output_format=request.default_format,
             )
+            self.logged_insert += f", stored in {(time.monotonic() - spooled) * 1000:.1f}ms"
+            return outcome
         finally:
             os.unlink(path)
 
@@ -969,7 +976,8 @@ class FrontHandler(BaseHTTPRequestHandler):
         if len(head) > 100:
             head = head[:100] + "..."
         elapsed_ms = (time.monotonic() - started) * 1000
-        log.info("%s %s %d %.1fms %s", method, path, status, elapsed_ms, json.dumps(head))
+        detail = f" ({self.logged_insert})" if self.logged_insert else ""
+        log.info("%s %s %d %.1fms %s%s", method, path, status, elapsed_ms, json.dumps(head), detail)
 
     def log_request(self, code="-", size="-") -> None:
         """Silences the base class's own request line (see `log_request_line`)."""

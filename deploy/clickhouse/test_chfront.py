@@ -435,6 +435,29 @@ def test_deduplication_token_drops_a_repeated_insert(front, database):
     assert ok(query(conn, "SELECT count() FROM events", database=database)) == b"3\n"
 
 
+def test_an_insert_logs_the_size_of_its_rows_and_where_the_time_went(front, database):
+    conn = front.connection()
+    create_events(conn, database, table="logged_events")
+    rows = b"".join(event_row(n, "logged", AT_MS) for n in range(10))
+    ok(post(conn, rows, database=database, query="INSERT INTO logged_events FORMAT RowBinary"))
+    # The request's line is logged just after the answer is sent.
+    deadline = time.monotonic() + 10
+    while True:
+        lines = [
+            line
+            for line in front.log_path.read_text().splitlines()
+            if "INSERT INTO logged_events FORMAT RowBinary" in line
+        ]
+        if lines or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert lines, "no log line for the insert"
+    line = lines[-1]
+    assert re.search(
+        rf"\({len(rows)} bytes of rows received in \d+\.\dms, stored in \d+\.\dms\)$", line
+    ), line
+
+
 def test_concurrent_requests_stay_in_their_databases(front):
     setup = front.connection()
     for name in ("tenant_a", "tenant_b"):

@@ -22,6 +22,11 @@ use sms_core::avro::AvroCodec;
 use sms_core::events::{now_millis, FailureCategory, FinalState, FinalStatus, MessageKind};
 use tokio_util::sync::CancellationToken;
 
+// The allocator the `analytics` binary runs with, so that the sink measured
+// here is the one deployed.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn status(n: usize, now: i64) -> FinalStatus {
     let accepted_at = now - 10_000 + (n % 5_000) as i64;
     let delivered = n % 100 != 0;
@@ -75,8 +80,9 @@ async fn count(client: &clickhouse::Client, sql: &str) -> u64 {
 }
 
 /// The sink from Kafka: produces `events` final statuses, then times the
-/// sink from its first stored row to the last.
-async fn sink_rate(events: usize) -> f64 {
+/// sink from its first stored row to the last. Returns the rate and the
+/// topic the statuses were read from.
+async fn sink_rate(events: usize) -> (f64, String) {
     let kafka = sms_harness::kafka_for_test("bench_sink", 4)
         .await
         .expect("topics");
@@ -144,14 +150,16 @@ async fn sink_rate(events: usize) -> f64 {
     let finished = Instant::now();
     shutdown.cancel();
     let _ = running.await;
-    let Some(first) = first else { return 0.0 };
+    let Some(first) = first else {
+        return (0.0, topic);
+    };
     let seconds = finished.duration_since(first).as_secs_f64();
     let rate = (target - first_count) as f64 / seconds;
     println!(
         "sink: {} events in {seconds:.2} s after the first batch landed ({first_count} in it): {rate:.0} events/s",
         target - first_count
     );
-    rate
+    (rate, topic)
 }
 
 async fn drain<F>(pending: &mut futures::stream::FuturesUnordered<F>)
@@ -164,13 +172,13 @@ where
     }
 }
 
-fn rows(range: std::ops::Range<usize>, now: i64) -> Vec<EventRow> {
+fn rows(range: std::ops::Range<usize>, now: i64, topic: &str) -> Vec<EventRow> {
     range
         .flat_map(|n| {
             final_status_rows(
                 &status(n, now),
                 SourcePosition {
-                    topic: "sms.status",
+                    topic,
                     partition: (n % 4) as i32,
                     offset: n as i64,
                 },
@@ -180,14 +188,15 @@ fn rows(range: std::ops::Range<usize>, now: i64) -> Vec<EventRow> {
 }
 
 /// ClickHouse's own bulk insert of the same rows: RowBinary straight from
-/// memory, 100000 rows a statement, no Kafka and no decoding.
-async fn bulk_rate(events: usize) -> f64 {
+/// memory, 100000 rows a statement, no Kafka and no decoding. `topic` is
+/// the one the sink read, so that the rows are byte for byte the sink's.
+async fn bulk_rate(events: usize, topic: &str) -> f64 {
     let config = database("bench_bulk").await;
     let store = EventStore::new(config.clickhouse.client());
     let now = now_millis();
     let chunks: Vec<Vec<EventRow>> = (0..events)
         .step_by(100_000)
-        .map(|start| rows(start..(start + 100_000).min(events), now))
+        .map(|start| rows(start..(start + 100_000).min(events), now, topic))
         .collect();
     let started = Instant::now();
     for (i, chunk) in chunks.iter().enumerate() {
@@ -219,7 +228,7 @@ async fn monthly_report(messages: usize) {
     let now = now_millis();
     let started = Instant::now();
     for start in (0..messages).step_by(200_000) {
-        let chunk = rows(start..(start + 200_000).min(messages), now);
+        let chunk = rows(start..(start + 200_000).min(messages), now, "sms.status");
         store
             .insert(&chunk, &format!("month-{start}"))
             .await
@@ -273,8 +282,8 @@ async fn monthly_report(messages: usize) {
 async fn main() {
     let events = env_count("BENCH_EVENTS", 1_000_000);
     let month = env_count("BENCH_MONTH", 3_000_000);
-    let sink = sink_rate(events).await;
-    let bulk = bulk_rate(events).await;
+    let (sink, topic) = sink_rate(events).await;
+    let bulk = bulk_rate(events, &topic).await;
     println!(
         "sink / bulk insert: {:.0}% (the goal: at least 50%, and 200000 events/s)",
         sink * 100.0 / bulk

@@ -49,7 +49,9 @@ pub struct AnalyticsConfig {
     pub clickhouse: ClickHouseSettings,
     /// The consumer group every sink instance joins. Default `analytics`.
     pub group_id: String,
-    /// A batch is written when it holds this many records. Default 50000.
+    /// A batch is written when it holds this many records. The sink holds
+    /// two batches at most: one being stored and the next being read.
+    /// Default 50000.
     pub batch_max_events: usize,
     /// A batch is written at the latest this long after its first record.
     /// Default 1000.

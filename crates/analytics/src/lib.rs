@@ -14,10 +14,13 @@
 //!
 //! Rows collect in a [`sink::Batch`] until it holds `batch_max_events` records
 //! or `batch_max_ms` passed since its first one, then go to ClickHouse in one
-//! `INSERT` ([`store`]). Offsets are committed only after ClickHouse took the
-//! batch. While ClickHouse refuses, the sink stops reading, holds the one
-//! batch, and retries with doubling waits: memory stays bounded by the batch
-//! and nothing is lost.
+//! `INSERT` ([`store`]). Records are decoded by tasks on every worker thread,
+//! a chunk at a time, while the reader goes on taking records from Kafka; a
+//! batch is stored in a task of its own while the next one is read. Offsets
+//! are committed only after ClickHouse took the batch, and batches are stored
+//! and committed in the order they were read. While ClickHouse refuses, the
+//! sink finishes reading the next batch, stops, and retries with doubling
+//! waits: memory stays bounded by two batches and nothing is lost.
 //!
 //! A batch cannot count twice. A retried insert carries the same
 //! deduplication token (the offset range of each partition), so ClickHouse

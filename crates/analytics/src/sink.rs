@@ -1,6 +1,15 @@
-//! The consumer loop: read every topic, decode, batch, store in ClickHouse, then commit.
+//! The consumer loop: read every topic, decode on every core, batch, store in ClickHouse while the next batch is read, then commit.
+//!
+//! Two batches at most are held at once: the one being stored and the one
+//! being read. Reading copies each record's bytes out of the consumer and
+//! hands them, a chunk at a time, to decoding tasks that run on any worker
+//! thread; the batch is complete once every chunk is decoded and every
+//! record that did not decode is safe in the dead-letter topic. Storing runs
+//! in a task of its own and commits the batch's offsets once ClickHouse took
+//! it; the next batch is stored only after that, so commits stay in order.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +27,8 @@ use sms_core::events::{
     SubscriptionRecord, UplinkMessage,
 };
 use sms_core::CoreError;
-use tokio::time::Instant;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -30,6 +40,10 @@ use crate::store::{EventStore, PartitionKey};
 
 /// The name the sink signs its dead letters with.
 pub const SERVICE: &str = "analytics";
+
+/// Records decoded by one task: small enough that a worker thread is not
+/// held for long, large enough that spawning costs nothing in comparison.
+const DECODE_CHUNK_RECORDS: usize = 2_048;
 
 /// Which record type a topic carries, and how it becomes rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +84,8 @@ impl ConsumerContext for SinkContext {
     }
 }
 
+type SinkConsumer = StreamConsumer<SinkContext>;
+
 /// Records read since the last commit, turned into rows.
 #[derive(Debug, Default)]
 pub struct Batch {
@@ -92,15 +108,6 @@ impl Batch {
 
     pub fn is_empty(&self) -> bool {
         self.records == 0
-    }
-
-    fn mark(&mut self, position: SourcePosition<'_>) {
-        self.records += 1;
-        let key = (position.topic.to_string(), position.partition);
-        self.ranges
-            .entry(key)
-            .and_modify(|(_, last)| *last = (*last).max(position.offset))
-            .or_insert((position.offset, position.offset));
     }
 
     /// The insert's deduplication token: the offset range of every
@@ -127,6 +134,140 @@ impl Batch {
     }
 }
 
+/// A record copied out of the consumer, waiting for a decoding task.
+struct RawRecord {
+    route: Route,
+    topic: Arc<str>,
+    partition: i32,
+    offset: i64,
+    key: Option<Vec<u8>>,
+    payload: Vec<u8>,
+}
+
+impl RawRecord {
+    fn position(&self) -> SourcePosition<'_> {
+        SourcePosition {
+            topic: &self.topic,
+            partition: self.partition,
+            offset: self.offset,
+        }
+    }
+}
+
+/// What a decoding task gives back: the rows of the records that decoded,
+/// and the records that did not, with the reason.
+#[derive(Default)]
+struct DecodedChunk {
+    rows: Vec<EventRow>,
+    undecodable: Vec<(RawRecord, CoreError)>,
+}
+
+/// How far a batch read one partition.
+struct PartitionRead {
+    topic: Arc<str>,
+    partition: i32,
+    first: i64,
+    last: i64,
+    records: u64,
+}
+
+/// A batch while it is read: positions per partition, the chunk being
+/// filled, and the chunks being decoded.
+struct BatchBuilder {
+    reads: Vec<PartitionRead>,
+    records: usize,
+    chunk: Vec<RawRecord>,
+    decoding: Vec<JoinHandle<DecodedChunk>>,
+}
+
+impl BatchBuilder {
+    fn new() -> Self {
+        Self {
+            reads: Vec::new(),
+            records: 0,
+            chunk: Vec::new(),
+            decoding: Vec::new(),
+        }
+    }
+
+    fn mark(&mut self, topic: &Arc<str>, partition: i32, offset: i64) {
+        self.records += 1;
+        // A batch reads few partitions, mostly in runs: a scan from the
+        // most recent one is quicker than hashing the topic name.
+        match self
+            .reads
+            .iter_mut()
+            .rev()
+            .find(|r| r.partition == partition && *r.topic == **topic)
+        {
+            Some(read) => {
+                read.first = read.first.min(offset);
+                read.last = read.last.max(offset);
+                read.records += 1;
+            }
+            None => self.reads.push(PartitionRead {
+                topic: topic.clone(),
+                partition,
+                first: offset,
+                last: offset,
+                records: 1,
+            }),
+        }
+    }
+
+    /// Hands the chunk being filled to a decoding task.
+    fn spawn_decoding(&mut self, codec: &AvroCodec) {
+        if self.chunk.is_empty() {
+            return;
+        }
+        let chunk = std::mem::take(&mut self.chunk);
+        let codec = codec.clone();
+        self.decoding.push(tokio::spawn(
+            async move { decode_chunk(&codec, chunk).await },
+        ));
+    }
+}
+
+async fn decode_chunk(codec: &AvroCodec, chunk: Vec<RawRecord>) -> DecodedChunk {
+    let mut decoded = DecodedChunk {
+        rows: Vec::with_capacity(chunk.len()),
+        undecodable: Vec::new(),
+    };
+    for record in chunk {
+        match decode(codec, record.route, &record.payload, record.position()).await {
+            Ok(rows) => decoded.rows.extend(rows),
+            Err(error) => decoded.undecodable.push((record, error)),
+        }
+    }
+    decoded
+}
+
+async fn decode(
+    codec: &AvroCodec,
+    route: Route,
+    payload: &[u8],
+    at: SourcePosition<'_>,
+) -> Result<Vec<EventRow>, CoreError> {
+    Ok(match route {
+        Route::Request => {
+            rows::request_rows(&codec.decode::<SmsRequest>(payload).await?, at, false)
+        }
+        Route::RetryRequest => {
+            rows::request_rows(&codec.decode::<SmsRequest>(payload).await?, at, true)
+        }
+        Route::Dispatch => rows::dispatch_rows(&codec.decode::<DispatchEvent>(payload).await?, at),
+        Route::Report => rows::report_rows(&codec.decode::<CarrierReport>(payload).await?, at),
+        Route::Uplink => rows::uplink_rows(&codec.decode::<UplinkMessage>(payload).await?, at),
+        Route::Status => rows::final_status_rows(&codec.decode::<FinalStatus>(payload).await?, at),
+        Route::Subscription => {
+            rows::subscription_rows(&codec.decode::<SubscriptionRecord>(payload).await?, at)
+        }
+        Route::DeadLetter => {
+            rows::dead_letter_rows(&codec.decode::<DeadLetter>(payload).await?, at)
+        }
+    })
+}
+
 /// Waits that double from `initial` up to `max`.
 #[derive(Debug, Clone, Copy)]
 struct Backoff {
@@ -141,16 +282,24 @@ impl Backoff {
     }
 }
 
-/// The analytics sink: one member of the consumer group reading every topic.
-pub struct Sink {
-    consumer: StreamConsumer<SinkContext>,
+/// The reading half: takes records from Kafka, decodes them, sends what
+/// does not decode to the dead-letter topic.
+struct Reader {
+    consumer: Arc<SinkConsumer>,
     dead_letters: FutureProducer,
     dead_letter_topic: String,
     codec: AvroCodec,
-    routes: HashMap<String, Route>,
-    store: EventStore,
+    /// Every subscribed topic, with its name shared by the records read from it.
+    routes: HashMap<String, (Route, Arc<str>)>,
     batch_max_events: usize,
     batch_max_time: Duration,
+    backoff: Backoff,
+}
+
+/// The storing half: inserts batches, keeps the stored offsets, commits.
+struct Writer {
+    consumer: Arc<SinkConsumer>,
+    store: EventStore,
     backoff: Backoff,
     shutdown_drain: Duration,
     /// The highest offset known to be in ClickHouse, per partition.
@@ -159,12 +308,41 @@ pub struct Sink {
     health: Health,
 }
 
+/// The analytics sink: one member of the consumer group reading every topic.
+pub struct Sink {
+    reader: Reader,
+    writer: Writer,
+}
+
+/// Where the storing half is: waiting for a batch, or storing one in a task
+/// of its own.
+enum Stage {
+    Idle(Box<Writer>),
+    Storing(JoinHandle<(Box<Writer>, Result<(), AnalyticsError>)>),
+}
+
+/// Whether the batch was stored; `Ok(false)` when shutdown came while
+/// ClickHouse still refused it, and its records will be read again.
+fn stored_or_stopped(stored: Result<(), AnalyticsError>) -> Result<bool, AnalyticsError> {
+    match stored {
+        Ok(()) => Ok(true),
+        Err(AnalyticsError::ShutdownBeforeStored { rows }) => {
+            tracing::warn!(
+                rows,
+                "shut down before ClickHouse took the batch; it will be read again"
+            );
+            Ok(false)
+        }
+        Err(error) => Err(error),
+    }
+}
+
 impl Sink {
     /// Connects to Kafka and subscribes to every topic. The schema must be
     /// migrated first (see [`crate::schema::migrate`]).
     pub fn new(config: &AnalyticsConfig, health: Health) -> Result<Self, AnalyticsError> {
         let topics = config.kafka.topics();
-        let routes: HashMap<String, Route> = [
+        let routes: HashMap<String, (Route, Arc<str>)> = [
             (topics.requests_otp, Route::Request),
             (topics.requests_notify, Route::Request),
             (topics.requests_retry, Route::RetryRequest),
@@ -176,6 +354,10 @@ impl Sink {
             (topics.dlq.clone(), Route::DeadLetter),
         ]
         .into_iter()
+        .map(|(topic, route)| {
+            let name: Arc<str> = Arc::from(topic.as_str());
+            (topic, (route, name))
+        })
         .collect();
 
         let reassigned = Arc::new(AtomicBool::new(true));
@@ -189,7 +371,7 @@ impl Sink {
             // Large fetches: the sink reads everything, in bulk.
             .set("fetch.max.bytes", "52428800")
             .set("max.partition.fetch.bytes", "4194304");
-        let consumer: StreamConsumer<SinkContext> = consumer_config
+        let consumer: SinkConsumer = consumer_config
             .create_with_context(SinkContext {
                 reassigned: reassigned.clone(),
             })
@@ -198,178 +380,251 @@ impl Sink {
         consumer
             .subscribe(&names)
             .map_err(|e| AnalyticsError::kafka("subscribing", e))?;
+        let consumer = Arc::new(consumer);
         let dead_letters: FutureProducer = config
             .kafka
             .producer_config(SERVICE)
             .create()
             .map_err(|e| AnalyticsError::kafka("creating the dead-letter producer", e))?;
+        let backoff = Backoff {
+            initial: Duration::from_millis(config.retry_initial_ms),
+            max: Duration::from_millis(config.retry_max_ms),
+        };
 
         Ok(Self {
-            consumer,
-            dead_letters,
-            dead_letter_topic: topics.dlq,
-            codec: AvroCodec::single_object(),
-            routes,
-            store: EventStore::new(config.clickhouse.client()),
-            batch_max_events: config.batch_max_events,
-            batch_max_time: config.batch_max_time(),
-            backoff: Backoff {
-                initial: Duration::from_millis(config.retry_initial_ms),
-                max: Duration::from_millis(config.retry_max_ms),
+            reader: Reader {
+                consumer: consumer.clone(),
+                dead_letters,
+                dead_letter_topic: topics.dlq,
+                codec: AvroCodec::single_object(),
+                routes,
+                batch_max_events: config.batch_max_events,
+                batch_max_time: config.batch_max_time(),
+                backoff,
             },
-            shutdown_drain: Duration::from_millis(config.shutdown_drain_ms),
-            stored: HashMap::new(),
-            reassigned,
-            health,
+            writer: Writer {
+                consumer,
+                store: EventStore::new(config.clickhouse.client()),
+                backoff,
+                shutdown_drain: Duration::from_millis(config.shutdown_drain_ms),
+                stored: HashMap::new(),
+                reassigned,
+                health,
+            },
         })
     }
 
-    /// Runs until `shutdown`: batches, stores, commits. On shutdown the
-    /// current batch is stored and committed before it returns.
-    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), AnalyticsError> {
+    /// Runs until `shutdown`: reads a batch while the one before is stored
+    /// and committed. On shutdown the batch being read is stored and
+    /// committed too before it returns.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), AnalyticsError> {
+        let Self { reader, writer } = self;
         tracing::info!(
-            topics = self.routes.len(),
-            batch_max_events = self.batch_max_events,
-            batch_max_ms = self.batch_max_time.as_millis() as u64,
+            topics = reader.routes.len(),
+            batch_max_events = reader.batch_max_events,
+            batch_max_ms = reader.batch_max_time.as_millis() as u64,
             "sink consuming"
         );
+        // Cancelled when storing failed for good: the batch being read is
+        // then abandoned, uncommitted.
+        let halt = CancellationToken::new();
+        let mut stage = Stage::Idle(Box::new(writer));
         loop {
-            let mut batch = self.next_batch(&shutdown).await?;
-            if !batch.is_empty() {
-                match self.write(&mut batch, &shutdown).await {
-                    Ok(()) => {}
-                    Err(AnalyticsError::ShutdownBeforeStored { rows }) => {
-                        tracing::warn!(
-                            rows,
-                            "shut down before ClickHouse took the batch; it will be read again"
-                        );
+            let read = reader.next_batch(&shutdown, &halt).await;
+
+            // The batch before this one is stored and committed first.
+            let mut writer = match stage {
+                Stage::Idle(writer) => writer,
+                Stage::Storing(task) => {
+                    let (writer, stored) = match task.await {
+                        Ok(done) => done,
+                        Err(error) => std::panic::resume_unwind(error.into_panic()),
+                    };
+                    if !stored_or_stopped(stored)? {
                         return Ok(());
                     }
-                    Err(error) => return Err(error),
+                    writer
                 }
-                let mode = if shutdown.is_cancelled() {
-                    CommitMode::Sync
-                } else {
-                    CommitMode::Async
-                };
-                self.commit(&batch, mode);
-            }
+            };
+            let batch = read?;
+
             if shutdown.is_cancelled() {
+                if !batch.is_empty()
+                    && !stored_or_stopped(writer.store_and_commit(batch, &shutdown).await)?
+                {
+                    return Ok(());
+                }
                 tracing::info!("sink stopped: last batch stored and committed");
                 return Ok(());
             }
+            if batch.is_empty() {
+                stage = Stage::Idle(writer);
+                continue;
+            }
+            let (shutdown, halt) = (shutdown.clone(), halt.clone());
+            stage = Stage::Storing(tokio::spawn(async move {
+                let stored = writer.store_and_commit(batch, &shutdown).await;
+                if stored.is_err() {
+                    halt.cancel();
+                }
+                (writer, stored)
+            }));
         }
     }
 
     /// Reads records until the batch is full, `batch_max_ms` passed since
     /// its first record, or `shutdown`.
     pub async fn next_batch(&self, shutdown: &CancellationToken) -> Result<Batch, AnalyticsError> {
-        let mut batch = Batch::default();
-        let mut deadline: Option<Instant> = None;
-        while batch.records < self.batch_max_events {
+        self.reader.next_batch(shutdown, shutdown).await
+    }
+
+    /// Stores the batch's rows, skipping those already stored (read again
+    /// after a restart or rebalance) and those of partitions no longer
+    /// assigned. Retries with backoff while ClickHouse refuses; after
+    /// `shutdown`, for at most `shutdown_drain_ms`.
+    pub async fn write(
+        &mut self,
+        batch: &mut Batch,
+        shutdown: &CancellationToken,
+    ) -> Result<(), AnalyticsError> {
+        self.writer.write(batch, shutdown).await
+    }
+
+    /// Commits the offset after the last record of every partition in the
+    /// batch. A failed commit is logged: the records will be read again and
+    /// skipped as already stored.
+    pub fn commit(&self, batch: &Batch, mode: CommitMode) {
+        self.writer.commit(batch, mode);
+    }
+}
+
+impl Reader {
+    /// Reads records until the batch is full, `batch_max_ms` passed since
+    /// its first record, `shutdown` or `halt`; then waits for its records
+    /// to be decoded.
+    async fn next_batch(
+        &self,
+        shutdown: &CancellationToken,
+        halt: &CancellationToken,
+    ) -> Result<Batch, AnalyticsError> {
+        let mut builder = BatchBuilder::new();
+        // Made once and polled again for every record: registering a waker
+        // per record with the token and the timer costs more than reading.
+        let stopped = async {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = halt.cancelled() => {}
+            }
+        };
+        tokio::pin!(stopped);
+        let mut deadline: Option<Pin<Box<Sleep>>> = None;
+        while builder.records < self.batch_max_events {
             let timer = async {
-                match deadline {
-                    Some(at) => tokio::time::sleep_until(at).await,
+                match deadline.as_mut() {
+                    Some(sleep) => sleep.as_mut().await,
                     None => std::future::pending().await,
                 }
             };
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => break,
+                _ = &mut stopped => break,
                 _ = timer => break,
                 received = self.consumer.recv() => match received {
                     Ok(message) => {
-                        self.take(&message, &mut batch, shutdown).await?;
-                        deadline.get_or_insert_with(|| Instant::now() + self.batch_max_time);
+                        self.take(&message, &mut builder);
+                        if deadline.is_none() {
+                            deadline = Some(Box::pin(tokio::time::sleep(self.batch_max_time)));
+                        }
                     }
                     Err(error) => tracing::warn!(%error, "kafka consumer error"),
                 },
             }
         }
-        Ok(batch)
+        self.finish(builder, shutdown).await
     }
 
-    /// Decodes one record into the batch, or sends it to the dead-letter topic.
-    async fn take(
-        &self,
-        message: &BorrowedMessage<'_>,
-        batch: &mut Batch,
-        shutdown: &CancellationToken,
-    ) -> Result<(), AnalyticsError> {
-        let position = SourcePosition {
-            topic: message.topic(),
-            partition: message.partition(),
-            offset: message.offset(),
+    /// Notes the record's position and queues its bytes for decoding.
+    fn take(&self, message: &BorrowedMessage<'_>, builder: &mut BatchBuilder) {
+        let Some((route, topic)) = self.routes.get(message.topic()) else {
+            // Not subscribed to; counted so that its offset is committed.
+            let topic: Arc<str> = Arc::from(message.topic());
+            builder.mark(&topic, message.partition(), message.offset());
+            return;
         };
-        batch.mark(position);
-        metrics::counter!(exporter::RECORDS_READ, "topic" => position.topic.to_string())
-            .increment(1);
-        let Some(route) = self.routes.get(position.topic).copied() else {
-            return Ok(());
-        };
+        builder.mark(topic, message.partition(), message.offset());
         // A tombstone on the compacted subscription topic: nothing to record.
         let Some(payload) = message.payload() else {
-            return Ok(());
+            return;
         };
-        match self.decode(route, payload, position).await {
-            Ok(rows) => {
-                tracing::debug!(
-                    topic = position.topic,
-                    partition = position.partition,
-                    offset = position.offset,
-                    rows = rows.len(),
-                    "record decoded"
-                );
-                batch.rows.extend(rows);
-                Ok(())
-            }
-            Err(error) => self.dead_letter(message, route, &error, shutdown).await,
+        builder.chunk.push(RawRecord {
+            route: *route,
+            topic: topic.clone(),
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().map(<[u8]>::to_vec),
+            payload: payload.to_vec(),
+        });
+        if builder.chunk.len() >= DECODE_CHUNK_RECORDS {
+            builder.spawn_decoding(&self.codec);
         }
     }
 
-    async fn decode(
+    /// Collects the decoded chunks in the order they were read and writes
+    /// the dead letters of the records that did not decode.
+    async fn finish(
         &self,
-        route: Route,
-        payload: &[u8],
-        at: SourcePosition<'_>,
-    ) -> Result<Vec<EventRow>, CoreError> {
-        let codec = &self.codec;
-        Ok(match route {
-            Route::Request => {
-                rows::request_rows(&codec.decode::<SmsRequest>(payload).await?, at, false)
+        mut builder: BatchBuilder,
+        shutdown: &CancellationToken,
+    ) -> Result<Batch, AnalyticsError> {
+        builder.spawn_decoding(&self.codec);
+        let mut batch = Batch {
+            rows: Vec::with_capacity(builder.records),
+            ranges: BTreeMap::new(),
+            records: builder.records,
+        };
+        for read in &builder.reads {
+            metrics::counter!(exporter::RECORDS_READ, "topic" => read.topic.to_string())
+                .increment(read.records);
+            let key = (read.topic.to_string(), read.partition);
+            let range = batch.ranges.entry(key).or_insert((read.first, read.last));
+            range.0 = range.0.min(read.first);
+            range.1 = range.1.max(read.last);
+        }
+        let mut failure = None;
+        for task in builder.decoding {
+            let decoded = match task.await {
+                Ok(decoded) => decoded,
+                Err(error) => std::panic::resume_unwind(error.into_panic()),
+            };
+            tracing::debug!(rows = decoded.rows.len(), "records decoded");
+            batch.rows.extend(decoded.rows);
+            for (record, error) in decoded.undecodable {
+                // Every chunk is awaited, even after a dead letter failed,
+                // so that no decoding task outlives the batch.
+                if failure.is_none() {
+                    if let Err(e) = self.dead_letter(&record, &error, shutdown).await {
+                        failure = Some(e);
+                    }
+                }
             }
-            Route::RetryRequest => {
-                rows::request_rows(&codec.decode::<SmsRequest>(payload).await?, at, true)
-            }
-            Route::Dispatch => {
-                rows::dispatch_rows(&codec.decode::<DispatchEvent>(payload).await?, at)
-            }
-            Route::Report => rows::report_rows(&codec.decode::<CarrierReport>(payload).await?, at),
-            Route::Uplink => rows::uplink_rows(&codec.decode::<UplinkMessage>(payload).await?, at),
-            Route::Status => {
-                rows::final_status_rows(&codec.decode::<FinalStatus>(payload).await?, at)
-            }
-            Route::Subscription => {
-                rows::subscription_rows(&codec.decode::<SubscriptionRecord>(payload).await?, at)
-            }
-            Route::DeadLetter => {
-                rows::dead_letter_rows(&codec.decode::<DeadLetter>(payload).await?, at)
-            }
-        })
+        }
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(batch),
+        }
     }
 
     /// Writes an undecodable record to `sms.dlq`, retrying until Kafka takes
     /// it: its offset is committed only once the dead letter is safe.
     async fn dead_letter(
         &self,
-        message: &BorrowedMessage<'_>,
-        route: Route,
+        record: &RawRecord,
         error: &CoreError,
         shutdown: &CancellationToken,
     ) -> Result<(), AnalyticsError> {
-        let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
+        let (topic, partition, offset) = (&*record.topic, record.partition, record.offset);
         metrics::counter!(exporter::DEAD_LETTERS, "topic" => topic.to_string()).increment(1);
-        if route == Route::DeadLetter {
+        if record.route == Route::DeadLetter {
             // Not sent back to the topic it came from, or it would circle.
             tracing::error!(topic, partition, offset, %error, "dead letter does not decode; dropped");
             return Ok(());
@@ -379,8 +634,8 @@ impl Sink {
             source_topic: topic.to_string(),
             source_partition: partition,
             source_offset: offset,
-            key: message.key().map(<[u8]>::to_vec),
-            payload: message.payload().map(<[u8]>::to_vec),
+            key: record.key.clone(),
+            payload: Some(record.payload.clone()),
             error: DeadLetterError::Undecodable,
             reason: error.to_string(),
             service: SERVICE.into(),
@@ -397,13 +652,13 @@ impl Sink {
             })?;
         let mut attempt = 0;
         loop {
-            let mut record = FutureRecord::to(&self.dead_letter_topic).payload(&payload);
-            if let Some(key) = message.key() {
-                record = record.key(key);
+            let mut message = FutureRecord::to(&self.dead_letter_topic).payload(&payload);
+            if let Some(key) = &record.key {
+                message = message.key(key);
             }
             match self
                 .dead_letters
-                .send(record, Duration::from_secs(30))
+                .send(message, Duration::from_secs(30))
                 .await
             {
                 Ok(_) => return Ok(()),
@@ -423,12 +678,27 @@ impl Sink {
             attempt += 1;
         }
     }
+}
 
-    /// Stores the batch's rows, skipping those already stored (read again
-    /// after a restart or rebalance) and those of partitions no longer
-    /// assigned. Retries with backoff while ClickHouse refuses; after
-    /// `shutdown`, for at most `shutdown_drain_ms`.
-    pub async fn write(
+impl Writer {
+    /// Stores the batch, then commits its offsets: synchronously after
+    /// `shutdown`, so that they are with the broker before the sink exits.
+    async fn store_and_commit(
+        &mut self,
+        mut batch: Batch,
+        shutdown: &CancellationToken,
+    ) -> Result<(), AnalyticsError> {
+        self.write(&mut batch, shutdown).await?;
+        let mode = if shutdown.is_cancelled() {
+            CommitMode::Sync
+        } else {
+            CommitMode::Async
+        };
+        self.commit(&batch, mode);
+        Ok(())
+    }
+
+    async fn write(
         &mut self,
         batch: &mut Batch,
         shutdown: &CancellationToken,
@@ -444,17 +714,32 @@ impl Sink {
                 tracing::info!(partitions = self.stored.len(), "stored offsets loaded");
             }
             let assigned = self.assigned();
-            let owned = |key: &PartitionKey| assigned.as_ref().is_none_or(|a| a.contains(key));
-            batch.ranges.retain(|key, _| owned(key));
+            batch
+                .ranges
+                .retain(|key, _| assigned.as_ref().is_none_or(|a| a.contains(key)));
+
+            // Per partition still owned, the highest offset already stored;
+            // rows at or below it, or of partitions not owned, are dropped.
+            let mut floors: HashMap<&str, HashMap<i32, i64>> = HashMap::new();
+            for (topic, partition) in batch.ranges.keys() {
+                let floor = self
+                    .stored
+                    .get(&(topic.clone(), *partition))
+                    .copied()
+                    .unwrap_or(i64::MIN);
+                floors
+                    .entry(topic.as_str())
+                    .or_default()
+                    .insert(*partition, floor);
+            }
             let before = batch.rows.len();
-            let stored = &self.stored;
             batch.rows.retain(|row| {
-                let key = (row.source_topic.clone(), row.source_partition);
-                owned(&key)
-                    && stored
-                        .get(&key)
-                        .is_none_or(|last| row.source_offset > *last)
+                floors
+                    .get(row.source_topic.as_str())
+                    .and_then(|partitions| partitions.get(&row.source_partition))
+                    .is_some_and(|floor| row.source_offset > *floor)
             });
+            drop(floors);
             let skipped = before - batch.rows.len();
             if skipped > 0 {
                 metrics::counter!(exporter::REDELIVERED_SKIPPED).increment(skipped as u64);
@@ -536,10 +821,7 @@ impl Sink {
         }
     }
 
-    /// Commits the offset after the last record of every partition in the
-    /// batch. A failed commit is logged: the records will be read again and
-    /// skipped as already stored.
-    pub fn commit(&self, batch: &Batch, mode: CommitMode) {
+    fn commit(&self, batch: &Batch, mode: CommitMode) {
         let mut list = TopicPartitionList::new();
         for ((topic, partition), (_, last)) in &batch.ranges {
             if let Err(error) =
@@ -559,7 +841,7 @@ impl Sink {
 
     /// The partitions this member owns now; `None` when the client cannot
     /// say, and the batch is then kept whole.
-    fn assigned(&self) -> Option<HashSet<PartitionKey>> {
+    fn assigned(&self) -> Option<std::collections::HashSet<PartitionKey>> {
         match self.consumer.assignment() {
             Ok(list) => Some(
                 list.elements()
@@ -572,5 +854,97 @@ impl Sink {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sms_core::events::{FinalState, MessageKind};
+
+    fn status(n: i64) -> FinalStatus {
+        FinalStatus {
+            message_id: format!("00000000-0000-5000-8000-{n:012}"),
+            request_id: format!("r{n}"),
+            phone: "8613012345678".into(),
+            kind: MessageKind::Notice,
+            status: FinalState::Delivered,
+            failure_category: None,
+            error_code: None,
+            refusal_reason: None,
+            billed_segments: 1,
+            segments_delivered: 1,
+            accepted_at: 1_000,
+            submitted_at: Some(1_100),
+            gateway_response_at: Some(1_150),
+            report_at: Some(2_000),
+            decided_at: 2_000,
+            within_seven_seconds: true,
+        }
+    }
+
+    fn raw(topic: &Arc<str>, offset: i64, payload: Vec<u8>) -> RawRecord {
+        RawRecord {
+            route: Route::Status,
+            topic: topic.clone(),
+            partition: 1,
+            offset,
+            key: Some(b"8613012345678".to_vec()),
+            payload,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_chunk_keeps_the_read_order_and_sets_undecodable_records_aside() {
+        let codec = AvroCodec::single_object();
+        let topic: Arc<str> = Arc::from("sms.status");
+        let chunk = vec![
+            raw(&topic, 10, codec.encode(&status(10)).expect("encodes")),
+            raw(&topic, 11, b"not avro at all".to_vec()),
+            raw(&topic, 12, codec.encode(&status(12)).expect("encodes")),
+        ];
+
+        let decoded = decode_chunk(&codec, chunk).await;
+
+        let offsets: Vec<i64> = decoded.rows.iter().map(|r| r.source_offset).collect();
+        assert_eq!(offsets, [10, 12]);
+        assert_eq!(decoded.rows[0].message_id, status(10).message_id);
+        assert_eq!(decoded.rows[1].event_id, "sms.status/1/12/0");
+        assert_eq!(decoded.undecodable.len(), 1);
+        let (record, error) = &decoded.undecodable[0];
+        assert_eq!(record.offset, 11);
+        assert_eq!(record.payload, b"not avro at all");
+        assert!(!error.to_string().is_empty());
+    }
+
+    #[test]
+    fn a_batch_notes_the_offset_range_and_count_of_every_partition() {
+        let status: Arc<str> = Arc::from("sms.status");
+        let dispatch: Arc<str> = Arc::from("sms.dispatch");
+        let mut builder = BatchBuilder::new();
+        for (topic, partition, offset) in [
+            (&status, 0, 5),
+            (&status, 0, 6),
+            (&dispatch, 0, 40),
+            (&status, 1, 9),
+            (&status, 0, 7),
+        ] {
+            builder.mark(topic, partition, offset);
+        }
+
+        let reads: Vec<(&str, i32, i64, i64, u64)> = builder
+            .reads
+            .iter()
+            .map(|r| (&*r.topic, r.partition, r.first, r.last, r.records))
+            .collect();
+        assert_eq!(
+            reads,
+            [
+                ("sms.status", 0, 5, 7, 3),
+                ("sms.dispatch", 0, 40, 40, 1),
+                ("sms.status", 1, 9, 9, 1),
+            ]
+        );
+        assert_eq!(builder.records, 5);
     }
 }

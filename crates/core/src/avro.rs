@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 
 use apache_avro::rabin::Rabin;
-use apache_avro::Schema;
+use apache_avro::{GenericSingleObjectReader, Schema};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -89,8 +89,21 @@ pub struct RecordSchema {
     pub full_name: String,
     pub schema: Schema,
     pub fingerprint: [u8; 8],
-    /// Every schema (current and released) by fingerprint.
-    writers: HashMap<[u8; 8], Schema>,
+    /// Every schema (current and released) by fingerprint, ready to read
+    /// single-object records: its named types are looked up once here
+    /// instead of at every record.
+    writers: HashMap<[u8; 8], WriterSchema>,
+}
+
+/// A writer's schema with the reader of its single-object records.
+struct WriterSchema {
+    reader: GenericSingleObjectReader,
+}
+
+impl std::fmt::Debug for WriterSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WriterSchema")
+    }
 }
 
 impl RecordSchema {
@@ -104,14 +117,23 @@ impl RecordSchema {
             _ => return Err(CoreError::SchemaNotRecord(file.into())),
         };
         let fingerprint = fingerprint(&schema);
+        let writer = |name: String, schema: Schema| {
+            GenericSingleObjectReader::new(schema)
+                .map(|reader| WriterSchema { reader })
+                .map_err(|e| CoreError::Schema {
+                    file: name,
+                    source: Box::new(e),
+                })
+        };
         let mut writers = HashMap::new();
-        writers.insert(fingerprint, schema.clone());
+        writers.insert(fingerprint, writer(file.into(), schema.clone())?);
         for (version, stem, released_text) in RELEASED.iter().filter(|(_, s, _)| *s == file) {
+            let name = format!("released/{version}/{stem}");
             let released = Schema::parse_str(released_text).map_err(|e| CoreError::Schema {
-                file: format!("released/{version}/{stem}"),
+                file: name.clone(),
                 source: Box::new(e),
             })?;
-            writers.insert(self::fingerprint(&released), released);
+            writers.insert(self::fingerprint(&released), writer(name, released)?);
         }
         Ok(Self {
             file,
@@ -131,7 +153,7 @@ impl RecordSchema {
             .collect()
     }
 
-    fn writer(&self, fingerprint: &[u8; 8]) -> Option<&Schema> {
+    fn writer(&self, fingerprint: &[u8; 8]) -> Option<&WriterSchema> {
         self.writers.get(fingerprint)
     }
 }
@@ -284,7 +306,20 @@ pub fn decode_single_object<T: AvroRecord>(bytes: &[u8]) -> Result<T, CoreError>
             record: schema.full_name.clone(),
             fingerprint: hex_string(&fp),
         })?;
-    from_datum::<T>(writer, fp != schema.fingerprint, &bytes[10..])
+    let mut unread = bytes;
+    let value = writer
+        .reader
+        .read_value(&mut unread)
+        .map_err(CoreError::avro)?;
+    if !unread.is_empty() {
+        return Err(CoreError::TrailingBytes(unread.len()));
+    }
+    let value = if fp == schema.fingerprint {
+        value
+    } else {
+        value.resolve(&schema.schema).map_err(CoreError::avro)?
+    };
+    apache_avro::from_value(&value).map_err(CoreError::avro)
 }
 
 fn preview(bytes: &[u8]) -> String {
