@@ -173,7 +173,7 @@ async fn a_trace_shows_every_event_of_a_message_with_its_reports() {
         )
         .await
         .expect("trace");
-        assert_eq!(by_id.messages, [message.clone()]);
+        assert_eq!(by_id.messages, std::slice::from_ref(message));
     }
     assert!(found.messages[0]
         .events
