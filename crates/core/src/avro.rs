@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 
+use apache_avro::headers::HeaderBuilder;
 use apache_avro::rabin::Rabin;
 use apache_avro::{GenericSingleObjectReader, Schema};
 use serde::de::DeserializeOwned;
@@ -83,27 +84,47 @@ pub trait AvroRecord: Serialize + DeserializeOwned {
 }
 
 /// A parsed schema, its fingerprint, and the writer schemas it can read.
-#[derive(Debug)]
 pub struct RecordSchema {
     pub file: &'static str,
     pub full_name: String,
     pub schema: Schema,
     pub fingerprint: [u8; 8],
-    /// Every schema (current and released) by fingerprint, ready to read
-    /// single-object records: its named types are looked up once here
-    /// instead of at every record.
-    writers: HashMap<[u8; 8], WriterSchema>,
+    /// Every schema (current and released) by fingerprint, with its named
+    /// types resolved once rather than at every record.
+    writers: HashMap<[u8; 8], GenericSingleObjectReader>,
 }
 
-/// A writer's schema with the reader of its single-object records.
-struct WriterSchema {
-    reader: GenericSingleObjectReader,
-}
-
-impl std::fmt::Debug for WriterSchema {
+impl std::fmt::Debug for RecordSchema {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("WriterSchema")
+        f.debug_struct("RecordSchema")
+            .field("file", &self.file)
+            .field("full_name", &self.full_name)
+            .field("fingerprint", &hex_string(&self.fingerprint))
+            .field("writers", &self.writers.len())
+            .finish()
     }
+}
+
+/// The single-object header of a writer schema: magic, then fingerprint.
+struct SingleObjectHeader([u8; 8]);
+
+impl HeaderBuilder for SingleObjectHeader {
+    fn build_header(&self) -> Vec<u8> {
+        [&SINGLE_OBJECT_MAGIC[..], &self.0[..]].concat()
+    }
+}
+
+fn single_object_reader(
+    file: String,
+    schema: &Schema,
+) -> Result<GenericSingleObjectReader, CoreError> {
+    let header = SingleObjectHeader(fingerprint(schema));
+    GenericSingleObjectReader::new_with_header_builder(schema.clone(), header).map_err(|e| {
+        CoreError::Schema {
+            file,
+            source: Box::new(e),
+        }
+    })
 }
 
 impl RecordSchema {
@@ -117,23 +138,18 @@ impl RecordSchema {
             _ => return Err(CoreError::SchemaNotRecord(file.into())),
         };
         let fingerprint = fingerprint(&schema);
-        let writer = |name: String, schema: Schema| {
-            GenericSingleObjectReader::new(schema)
-                .map(|reader| WriterSchema { reader })
-                .map_err(|e| CoreError::Schema {
-                    file: name,
-                    source: Box::new(e),
-                })
-        };
         let mut writers = HashMap::new();
-        writers.insert(fingerprint, writer(file.into(), schema.clone())?);
+        writers.insert(fingerprint, single_object_reader(file.into(), &schema)?);
         for (version, stem, released_text) in RELEASED.iter().filter(|(_, s, _)| *s == file) {
-            let name = format!("released/{version}/{stem}");
+            let file = format!("released/{version}/{stem}");
             let released = Schema::parse_str(released_text).map_err(|e| CoreError::Schema {
-                file: name.clone(),
+                file: file.clone(),
                 source: Box::new(e),
             })?;
-            writers.insert(self::fingerprint(&released), writer(name, released)?);
+            writers.insert(
+                self::fingerprint(&released),
+                single_object_reader(file, &released)?,
+            );
         }
         Ok(Self {
             file,
@@ -153,7 +169,7 @@ impl RecordSchema {
             .collect()
     }
 
-    fn writer(&self, fingerprint: &[u8; 8]) -> Option<&WriterSchema> {
+    fn reader(&self, fingerprint: &[u8; 8]) -> Option<&GenericSingleObjectReader> {
         self.writers.get(fingerprint)
     }
 }
@@ -300,23 +316,21 @@ pub fn decode_single_object<T: AvroRecord>(bytes: &[u8]) -> Result<T, CoreError>
     let mut fp = [0u8; 8];
     fp.copy_from_slice(&bytes[2..10]);
     let schema = T::schema();
-    let writer = schema
-        .writer(&fp)
+    let reader = schema
+        .reader(&fp)
         .ok_or_else(|| CoreError::UnknownFingerprint {
             record: schema.full_name.clone(),
             fingerprint: hex_string(&fp),
         })?;
-    let mut unread = bytes;
-    let value = writer
-        .reader
-        .read_value(&mut unread)
-        .map_err(CoreError::avro)?;
-    if !unread.is_empty() {
-        return Err(CoreError::TrailingBytes(unread.len()));
+    let mut rest = bytes;
+    let value = reader.read_value(&mut rest).map_err(CoreError::avro)?;
+    if !rest.is_empty() {
+        return Err(CoreError::TrailingBytes(rest.len()));
     }
     let value = if fp == schema.fingerprint {
         value
     } else {
+        // Written with a released version: resolved to the current one.
         value.resolve(&schema.schema).map_err(CoreError::avro)?
     };
     apache_avro::from_value(&value).map_err(CoreError::avro)

@@ -408,3 +408,36 @@ fn garbage_is_a_typed_error_not_a_panic() {
         .expect("encodes");
     assert!(decode_single_object::<SmsRequest>(&bytes).is_err());
 }
+
+#[test]
+fn a_single_object_record_from_a_released_writer_decodes_with_the_new_defaults() {
+    // The released uplink schema has no `udhi`; the current one defaults it to false.
+    let (_, old) = UplinkMessage::schema()
+        .released()
+        .into_iter()
+        .find(|(version, _)| *version == "v1")
+        .expect("released v1");
+    let mut value = apache_avro::to_value(uplink()).expect("value");
+    if let apache_avro::types::Value::Record(fields) = &mut value {
+        fields.retain(|(name, _)| name != "udhi");
+    }
+    let datum =
+        apache_avro::to_avro_datum(&old, value.resolve(&old).expect("resolves")).expect("datum");
+    let mut framed = SINGLE_OBJECT_MAGIC.to_vec();
+    framed.extend_from_slice(&sms_core::avro::fingerprint(&old));
+    framed.extend_from_slice(&datum);
+    assert_ne!(framed[2..10], UplinkMessage::schema().fingerprint);
+
+    let back: UplinkMessage = decode_single_object(&framed).expect("decodes");
+    assert_eq!(back, uplink());
+
+    // Bytes after the datum are refused, whichever writer it names.
+    framed.push(0);
+    let err = decode_single_object::<UplinkMessage>(&framed).unwrap_err();
+    assert!(err.to_string().contains("left over"), "{err}");
+    let mut current = AvroCodec::single_object()
+        .encode(&uplink())
+        .expect("encodes");
+    current.push(0);
+    assert!(decode_single_object::<UplinkMessage>(&current).is_err());
+}

@@ -2,10 +2,11 @@
 //!
 //! ```text
 //! eval "$(deploy/local-services.sh env)"
-//! BENCH_MESSAGES=3000000 cargo bench -p smsctl --bench trace_replay
+//! BENCH_MESSAGES=17000000 cargo bench -p smsctl --bench trace_replay
 //! ```
 //!
-//! The history goes into the database `BENCH_DATABASE` (default
+//! `BENCH_MESSAGES` (default 17,000,000: six months at the contract's
+//! volume) messages go into the database `BENCH_DATABASE` (default
 //! `smsctl_bench_<messages>`), generated once over the last 183 days;
 //! `BENCH_REPLAY_RECORDS` (default 300000) statuses go to a fresh topic for
 //! the replay.
@@ -48,7 +49,7 @@ struct Count {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::var("CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into());
     let bootstrap = std::env::var("KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into());
-    let messages = env_u64("BENCH_MESSAGES", 3_000_000);
+    let messages = env_u64("BENCH_MESSAGES", 17_000_000);
     let database =
         std::env::var("BENCH_DATABASE").unwrap_or_else(|_| format!("smsctl_bench_{messages}"));
     let settings = ClickHouseSettings {

@@ -8,14 +8,17 @@
 //! Where it goes:
 //! - another topic: the same key, value, headers and timestamp;
 //! - a file (or standard output): one JSON object a line with the position,
-//!   the timestamp, the key and the decoded record;
+//!   the timestamp, the key and the decoded record, in the order the records
+//!   were read (offset order within a partition); decoding and serialising
+//!   run on one thread per core ([`lines`]);
 //! - ClickHouse: the rows the analytics sink would have stored
 //!   (`analytics::rows`), skipping records whose rows are already in
 //!   `sms_events`, so a replay fills a gap and never counts a record twice.
 //!   Nothing is re-published to the topics the sink reads.
 
+mod lines;
+
 use std::collections::{HashMap, HashSet};
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -36,6 +39,7 @@ use sms_core::kafka::KafkaSettings;
 
 use crate::error::SmsctlError;
 use crate::warehouse::Warehouse;
+use lines::{LineWriter, LinesWritten};
 
 /// Rows sent to ClickHouse in one insert.
 const CLICKHOUSE_BATCH_RECORDS: usize = 20_000;
@@ -314,26 +318,18 @@ pub async fn replay(
                     .map_err(|e| kafka_error(format!("writing to {topic}"), e))?;
                 summary.written += 1;
             }
-            Writer::Lines { out, path } => {
-                let value = match decode_json(kind, message.payload().unwrap_or_default()) {
-                    Ok(value) => value,
-                    Err(reason) => {
-                        summary.undecodable += 1;
-                        tracing::warn!(partition, offset, %reason, "record does not decode");
-                        continue;
-                    }
-                };
-                let line = serde_json::json!({
-                    "topic": window.topic,
-                    "partition": partition,
-                    "offset": offset,
-                    "timestamp": message.timestamp().to_millis(),
-                    "key": message.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-                    "record": value,
-                });
-                writeln!(out, "{line}")
-                    .map_err(|e| SmsctlError::io(std::path::Path::new(path.as_str()), e))?;
-                summary.written += 1;
+            Writer::Lines(lines) => {
+                let pushed = lines.push(
+                    partition,
+                    offset,
+                    message.timestamp().to_millis(),
+                    message.key(),
+                    message.payload().unwrap_or_default(),
+                );
+                // The writer stopped on an error, which finishing returns.
+                if pushed.is_err() {
+                    break;
+                }
             }
             Writer::ClickHouse { .. } => {
                 if stored.contains(&(partition, offset)) {
@@ -370,9 +366,10 @@ pub async fn replay(
         writer.store(&mut pending_rows).await?;
         summary.written += pending_records as u64;
     }
-    writer
-        .finish()
-        .map_err(|e| kafka_error("flushing the producer".into(), e))?;
+    if let Some(lines) = writer.finish(kafka)? {
+        summary.written += lines.written;
+        summary.undecodable += lines.undecodable;
+    }
     progress.finish();
     Ok(summary)
 }
@@ -436,10 +433,8 @@ enum Writer {
         producer: Box<ThreadedProducer<DefaultProducerContext>>,
         topic: String,
     },
-    Lines {
-        out: Box<dyn std::io::Write + Send>,
-        path: String,
-    },
+    /// Decoded on worker threads, see [`lines`].
+    Lines(LineWriter),
     ClickHouse {
         store: Box<EventStore>,
         warehouse: Box<Warehouse>,
@@ -479,15 +474,24 @@ impl Writer {
             }
             ReplayTarget::File(path) => {
                 let file = std::fs::File::create(path).map_err(|e| SmsctlError::io(path, e))?;
-                Self::Lines {
-                    out: Box::new(std::io::BufWriter::with_capacity(1 << 20, file)),
-                    path: path.display().to_string(),
-                }
+                Self::Lines(LineWriter::start(
+                    Box::new(std::io::BufWriter::with_capacity(1 << 20, file)),
+                    path.display().to_string(),
+                    source,
+                    TopicKind::of(source),
+                    decoding_threads(),
+                ))
             }
-            ReplayTarget::Stdout => Self::Lines {
-                out: Box::new(std::io::BufWriter::new(std::io::stdout())),
-                path: "standard output".into(),
-            },
+            ReplayTarget::Stdout => Self::Lines(LineWriter::start(
+                Box::new(std::io::BufWriter::with_capacity(
+                    1 << 20,
+                    std::io::stdout(),
+                )),
+                "standard output".into(),
+                source,
+                TopicKind::of(source),
+                decoding_threads(),
+            )),
             ReplayTarget::ClickHouse(warehouse) => Self::ClickHouse {
                 store: Box::new(EventStore::new(warehouse.client.clone())),
                 warehouse: warehouse.clone(),
@@ -525,16 +529,26 @@ impl Writer {
         Ok(())
     }
 
-    fn finish(self) -> Result<(), rdkafka::error::KafkaError> {
+    /// Flushes what is still queued; for JSON lines, says what was written.
+    fn finish(self, kafka: &KafkaSettings) -> Result<Option<LinesWritten>, SmsctlError> {
         match self {
-            Self::Topic { producer, .. } => producer.flush(Duration::from_secs(60)),
-            Self::Lines { mut out, .. } => {
-                let _ = out.flush();
-                Ok(())
-            }
-            Self::ClickHouse { .. } => Ok(()),
+            Self::Topic { producer, .. } => producer
+                .flush(Duration::from_secs(60))
+                .map(|()| None)
+                .map_err(|e| SmsctlError::Kafka {
+                    bootstrap: kafka.bootstrap.clone(),
+                    operation: "flushing the producer".into(),
+                    source: Box::new(e),
+                }),
+            Self::Lines(lines) => lines.finish().map(Some),
+            Self::ClickHouse { .. } => Ok(None),
         }
     }
+}
+
+/// Threads decoding records into JSON lines: one per core.
+fn decoding_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 /// Sends one record, waiting while the producer's queue is full.

@@ -1,10 +1,11 @@
 //! Traces (clause 3.11): the full timeline of messages from `sms_events`, on the terminal and as a report for the bureau.
 //!
 //! A trace by message id reads the table by its sorting key; a trace by
-//! phone number reads the `by_phone` projection for the window and then the
-//! timelines of the messages it found. Carrier reports carry no message id:
-//! they are found by phone number and time (the projection again) and
-//! matched to the message's segments by SGIP sequence triple. A trace by
+//! phone number reads the `by_phone` projection twice: for the window, and
+//! then for the whole timelines of the messages it found together with the
+//! phone's carrier reports. Carrier reports carry no message id: they are
+//! found by phone number and time (the projection again) and matched to the
+//! message's segments by SGIP sequence triple. A trace by
 //! request id scans the events of the window given (all of them without one).
 //!
 //! The terminal shows phone numbers masked; the report file, which is for
@@ -245,22 +246,41 @@ pub async fn trace(warehouse: &Warehouse, target: TraceTarget) -> Result<Trace, 
         });
     }
 
-    // The messages' own events, by the sorting key.
+    // The messages' own events: by the sorting key, or for a trace by phone
+    // by the projection, with the phone's carrier reports in the same read.
     let list: Vec<String> = ids.iter().map(|id| quote(id)).collect();
-    let query = format!(
-        "SELECT {COLUMNS} FROM sms_events WHERE message_id IN ({}) AND event_kind != 'uplink' ORDER BY event_time_ms, event_id",
-        list.join(", ")
-    );
-    let events: Vec<TraceEvent> = warehouse
-        .fetch("reading the messages' events", &query)
-        .await?;
+    let (query, operation) = match &target {
+        TraceTarget::Phone { phone, .. } => (
+            format!(
+                "SELECT {COLUMNS} FROM sms_events WHERE phone = {} AND ((message_id IN ({}) AND event_kind != 'uplink') OR event_kind = 'report') ORDER BY event_time_ms, event_id",
+                quote(phone),
+                list.join(", ")
+            ),
+            "reading the messages' events and the phone's reports",
+        ),
+        _ => (
+            format!(
+                "SELECT {COLUMNS} FROM sms_events WHERE message_id IN ({}) AND event_kind != 'uplink' ORDER BY event_time_ms, event_id",
+                list.join(", ")
+            ),
+            "reading the messages' events",
+        ),
+    };
+    let events: Vec<TraceEvent> = warehouse.fetch(operation, &query).await?;
     sql.push(query);
     let mut by_id: BTreeMap<String, Vec<TraceEvent>> = BTreeMap::new();
+    let mut phone_reports: Option<Vec<TraceEvent>> = None;
+    if matches!(target, TraceTarget::Phone { .. }) {
+        phone_reports = Some(Vec::new());
+    }
     for event in events {
-        by_id
-            .entry(event.message_id.clone())
-            .or_default()
-            .push(event);
+        match &mut phone_reports {
+            Some(reports) if event.event_kind == "report" => reports.push(event),
+            _ => by_id
+                .entry(event.message_id.clone())
+                .or_default()
+                .push(event),
+        }
     }
 
     // Their carrier reports, by phone number, time and sequence triple.
@@ -277,14 +297,24 @@ pub async fn trace(warehouse: &Warehouse, target: TraceTarget) -> Result<Trace, 
             last = last.max(event.event_time);
         }
     }
+    let (reports_from, reports_to) = (first - 60_000, last + REPORT_LOOKAHEAD_MS);
     let mut reports: Vec<TraceEvent> = Vec::new();
-    if !sequences.is_empty() {
+    if let Some(candidates) = phone_reports {
+        reports = candidates
+            .into_iter()
+            .filter(|r| {
+                r.event_time >= reports_from
+                    && r.event_time < reports_to
+                    && sequences.contains(&r.sequence.as_str())
+            })
+            .collect();
+    } else if !sequences.is_empty() {
         let query = format!(
             "SELECT {COLUMNS} FROM sms_events WHERE phone IN ({}) AND event_time >= {} AND event_time < {} \
 AND event_kind = 'report' AND sequence IN ({}) ORDER BY event_time_ms, event_id",
             phones.iter().map(|p| quote(p)).collect::<Vec<_>>().join(", "),
-            time_literal(first - 60_000),
-            time_literal(last + REPORT_LOOKAHEAD_MS),
+            time_literal(reports_from),
+            time_literal(reports_to),
             sequences.iter().map(|s| quote(s)).collect::<Vec<_>>().join(", ")
         );
         reports = warehouse.fetch("reading carrier reports", &query).await?;

@@ -164,6 +164,21 @@ async fn a_trace_shows_every_event_of_a_message_with_its_reports() {
         ]
         .map(String::as_str)
     );
+    // Each timeline, carrier reports included, is the one a trace by its
+    // message id gives.
+    for message in &found.messages {
+        let by_id = trace(
+            &warehouse,
+            TraceTarget::Messages(vec![message.message_id.clone()]),
+        )
+        .await
+        .expect("trace");
+        assert_eq!(by_id.messages, std::slice::from_ref(message));
+    }
+    assert!(found.messages[0]
+        .events
+        .iter()
+        .any(|e| e.event_kind == "report" && e.state == "DELIVERED"));
     let refused = &found.messages[2];
     assert!(refused
         .events
