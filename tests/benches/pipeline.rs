@@ -6,7 +6,10 @@
 //! broker, so the pipeline's rate can be set against the broker's.
 //!
 //! `BENCH_RATE` (messages/s, default 5000), `BENCH_SECONDS` (default 600),
-//! `BENCH_BATCH` (per call, default 100), `BENCH_OUT` (default
+//! `BENCH_BATCH` (per call, default 100), `BENCH_CONNECTIONS` and
+//! `BENCH_WINDOW` (the dispatcher's gateway connections and window per
+//! connection, default 8 and 128), `BENCH_REPORT_WINDOW` (the simulator's
+//! unanswered reports to the status service, default 128), `BENCH_OUT` (default
 //! `var/bench/pipeline.json`). Run by `deploy/bench.sh pipeline`.
 
 #[path = "../stack.rs"]
@@ -180,12 +183,31 @@ async fn main() {
                     .into(),
             ),
             log: "warn",
-            env: vec![(
-                "dispatcher",
-                "DISPATCHER_POLICY__REQUIRE_SUBSCRIPTION".into(),
-                "false".into(),
-            )],
+            env: vec![
+                (
+                    "dispatcher",
+                    "DISPATCHER_POLICY__REQUIRE_SUBSCRIPTION".into(),
+                    "false".into(),
+                ),
+                // A window slot is freed when its transaction commits (every
+                // 20 ms), so one instance sends at most connections x window
+                // per commit cycle: the default 2 x 16 allows about 1,500/s.
+                (
+                    "dispatcher",
+                    "DISPATCHER_GATEWAY__CONNECTIONS".into(),
+                    setting("BENCH_CONNECTIONS", 8).to_string(),
+                ),
+                (
+                    "dispatcher",
+                    "DISPATCHER_GATEWAY__WINDOW".into(),
+                    setting("BENCH_WINDOW", 128).to_string(),
+                ),
+            ],
             ingest_client_extra: "rate_per_second = 1000000\nburst = 1000000\n".into(),
+            // Reports are answered only once Kafka has them (a few ms), so
+            // one report connection carries at most window / that time: the
+            // default window of 16 allows about 2,300 reports/s.
+            sim_extra: format!("window = {}\n", setting("BENCH_REPORT_WINDOW", 128)),
             ..Options::default()
         },
     )
