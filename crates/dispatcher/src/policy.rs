@@ -2,10 +2,6 @@
 //!
 //! The checks run in this order; the first that fails is the refusal:
 //!
-//! A later attempt of a message (`attempt` > 0, from the retry topic) is
-//! checked for rules 1 and 2 only: the others admitted it on its first
-//! attempt, which may have reached the carrier without an answer.
-//!
 //! 1. **duplicate**: the message id already has a final dispatch event
 //!    (SUBMITTED, REFUSED, FAILED) or an event for this attempt or a later
 //!    one. It runs first, not fifth as a plain list of rules would put it,
@@ -23,6 +19,10 @@
 //!    empty or over-long text and a bad extension (INVALID_REQUEST);
 //! 6. **frequency cap**: per recipient and kind, counted from SUBMITTED events;
 //! 7. **budget**: the partition's share of the monthly and contract ceilings.
+//!
+//! A later attempt of a message (`attempt` > 0, from the retry topic) is
+//! checked for rules 1 and 2 only: the others admitted it on its first
+//! attempt, which may have reached the carrier without an answer.
 //!
 //! The [`Ledger`] of a partition is rebuilt from that partition of
 //! `sms.dispatch` on each assignment and fed every event written since, so
