@@ -29,7 +29,8 @@ async fn verification_codes_overtake_a_notice_backlog() {
             )
         })
         .collect();
-    send_requests(&kafka, &notices).await;
+    let producer = producer(&kafka);
+    send_requests_with(&producer, &kafka, &notices).await;
     let running = start(config);
     dispatches
         .wait_for(Duration::from_secs(60), "the backlog to start", |e| {
@@ -47,7 +48,7 @@ async fn verification_codes_overtake_a_notice_backlog() {
             )
         })
         .collect();
-    send_requests(&kafka, &codes).await;
+    send_requests_with(&producer, &kafka, &codes).await;
     let code_ids: Vec<String> = codes.iter().map(|r| r.message_id.clone()).collect();
     let events = dispatches
         .wait_for(Duration::from_secs(60), "the codes", |e| {
@@ -69,6 +70,11 @@ async fn verification_codes_overtake_a_notice_backlog() {
         .filter(|e| e.kind == MessageKind::VerificationCode)
     {
         assert_eq!(event.outcome, DispatchOutcome::Submitted);
+        // The 20 codes pass a window of 8 at 20 ms an answer in about 100
+        // ms; behind the queue a code would wait for the 1,800 or so notices
+        // still queued when it was written, at about 400 a second: over four
+        // seconds. The bound leaves room for a debug build on a busy machine
+        // and still tells the two apart (the benchmark measures the figure).
         let waited = event.segments[0].submitted_at - event.accepted_at;
         assert!(
             waited < 1_000,

@@ -134,8 +134,18 @@ pub async fn produce<T: AvroRecord>(producer: &FutureProducer, topic: &str, key:
 
 /// Writes requests to the lane their kind belongs to.
 pub async fn send_requests(kafka: &KafkaSettings, requests: &[SmsRequest]) {
+    send_requests_with(&producer(kafka), kafka, requests).await;
+}
+
+/// Writes requests with a producer that is already connected, so that the
+/// time a request waits starts when it is written, not when a producer is
+/// made.
+pub async fn send_requests_with(
+    producer: &FutureProducer,
+    kafka: &KafkaSettings,
+    requests: &[SmsRequest],
+) {
     let topics = kafka.topics();
-    let producer = producer(kafka);
     let sends = requests.iter().map(|r| {
         let topic = if r.kind == MessageKind::VerificationCode {
             topics.requests_otp.clone()
