@@ -8,9 +8,13 @@
 //! `BENCH_RATE` (messages/s, default 5000), `BENCH_SECONDS` (default 600),
 //! `BENCH_BATCH` (per call, default 100), `BENCH_CONNECTIONS` and
 //! `BENCH_WINDOW` (the dispatcher's gateway connections and window per
-//! connection, default 8 and 128), `BENCH_REPORT_WINDOW` (the simulator's
+//! connection, default 8 and 128), `BENCH_COMMIT_MS` (the dispatcher's
+//! transaction interval, default 100), `BENCH_SINK_BATCH_MS` (the analytics
+//! sink's batch time, default 1000), `BENCH_REPORT_WINDOW` (the simulator's
 //! unanswered reports to the status service, default 128), `BENCH_OUT` (default
-//! `var/bench/pipeline.json`). Run by `deploy/bench.sh pipeline`.
+//! `var/bench/pipeline.json`). The processor time of every service, the
+//! broker and the ClickHouse front during the run is in the output. Run by
+//! `deploy/bench.sh pipeline`.
 
 #[path = "../stack.rs"]
 mod stack;
@@ -70,6 +74,50 @@ fn memory_mib(pid: u32) -> Option<(f64, f64)> {
             .map(|kb| kb / 1024.0)
     };
     Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// Processor seconds (user + system) a process has used so far.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces; the fields
+    // after it start with the state (field 3), so utime and stime (fields 14
+    // and 15) are the 12th and 13th after the parenthesis.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) / clock_ticks())
+}
+
+/// The kernel's clock ticks per second for process times (`getconf CLK_TCK`;
+/// 100 on Linux when it cannot be asked).
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .filter(|t: &f64| *t > 0.0)
+            .unwrap_or(100.0)
+    })
+}
+
+/// The local broker's and ClickHouse front's processes, from the pid files
+/// `deploy/local-services.sh` writes.
+fn local_service_pids() -> Vec<(&'static str, u32)> {
+    let var = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../var");
+    [
+        ("kafka", "kafka/kafka.pid"),
+        ("clickhouse", "clickhouse/chfront.pid"),
+    ]
+    .into_iter()
+    .filter_map(|(name, file)| {
+        let pid = std::fs::read_to_string(var.join(file)).ok()?;
+        Some((name, pid.trim().parse().ok()?))
+    })
+    .collect()
 }
 
 fn quantile(sorted: &[i64], q: f64) -> i64 {
@@ -202,6 +250,21 @@ async fn main() {
                     "DISPATCHER_GATEWAY__WINDOW".into(),
                     setting("BENCH_WINDOW", 128).to_string(),
                 ),
+                // Each transaction costs the broker a round of requests and
+                // markers on every partition it wrote: at 20 ms, the broker
+                // used half again as much processor time as at 100 ms.
+                (
+                    "dispatcher",
+                    "DISPATCHER_CONSUMER__COMMIT_INTERVAL_MS".into(),
+                    setting("BENCH_COMMIT_MS", 100).to_string(),
+                ),
+                // The tests run the sink with short batches so that rows show
+                // soon; the benchmark runs it with its default (1 s) batches.
+                (
+                    "analytics",
+                    "ANALYTICS_BATCH_MAX_MS".into(),
+                    setting("BENCH_SINK_BATCH_MS", 1_000).to_string(),
+                ),
             ],
             ingest_client_extra: "rate_per_second = 1000000\nburst = 1000000\n".into(),
             // Reports are answered only once Kafka has them (a few ms), so
@@ -213,6 +276,15 @@ async fn main() {
     )
     .await;
     let pids = stack.pids();
+    // Every process whose processor time is counted: the services, the
+    // broker and the ClickHouse front, and this load generator.
+    let mut counted: Vec<(&'static str, u32)> = pids.iter().map(|(n, p)| (*n, *p)).collect();
+    counted.extend(local_service_pids());
+    counted.push(("load generator", std::process::id()));
+    let cpu_before: BTreeMap<&'static str, f64> = counted
+        .iter()
+        .filter_map(|(name, pid)| Some((*name, cpu_seconds(*pid)?)))
+        .collect();
     let peaks: Arc<std::sync::Mutex<BTreeMap<&'static str, f64>>> = Arc::default();
 
     // Final statuses as they are written: acceptance-to-decision time of each.
@@ -319,6 +391,22 @@ async fn main() {
     let (mut latencies, per_second) = reader.await.expect("reader");
     let elapsed = started.elapsed();
     sampler.abort();
+    // Processor seconds each process used while the traffic ran, and the
+    // share of the machine's processors that is.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let mut cpu = BTreeMap::new();
+    for (name, pid) in &counted {
+        if let (Some(before), Some(after)) = (cpu_before.get(name), cpu_seconds(*pid)) {
+            let used = after - before;
+            cpu.insert(
+                name.to_string(),
+                json!({
+                    "seconds": (used * 10.0).round() / 10.0,
+                    "share_of_machine": (used / (elapsed.as_secs_f64() * cores) * 1000.0).round() / 1000.0,
+                }),
+            );
+        }
+    }
     let mut memory = BTreeMap::new();
     for (name, pid) in &pids {
         let sampled = peaks
@@ -375,6 +463,8 @@ async fn main() {
             "max": latencies.last().copied().unwrap_or(0),
         },
         "peak_rss_mib": memory,
+        "cpu_during_run": cpu,
+        "cores": cores,
         "clickhouse_final_rows_at_end": clickhouse_rows,
         "kafka_producer_perf_records_per_s": producer_rate,
         "kafka_consumer_perf_records_per_s": consumer_rate,

@@ -403,21 +403,28 @@ impl Correlator {
     /// far: the next offset to read, held back to the earliest record whose
     /// effect is still only in memory.
     pub fn safe_offsets(&self) -> BTreeMap<(String, i32), i64> {
-        let mut safe = self.next_offsets.clone();
-        let mut hold = |at: &Position| {
-            if let Some(offset) = safe.get_mut(&(at.topic.clone(), at.partition)) {
-                *offset = (*offset).min(at.offset);
-            }
-        };
-        for pending in self.pending.values() {
-            hold(&pending.at);
-            for report in pending.reports.iter().flatten() {
-                hold(&report.at);
+        // The earliest held offset of each partition. There are a handful of
+        // partitions and many held records, so the search is linear and
+        // nothing is allocated per record.
+        let held = self
+            .pending
+            .values()
+            .flat_map(|p| std::iter::once(&p.at).chain(p.reports.iter().flatten().map(|r| &r.at)))
+            .chain(self.orphans.values().flatten().map(|o| &o.at));
+        let mut earliest: Vec<(&str, i32, i64)> = Vec::new();
+        for at in held {
+            match earliest
+                .iter_mut()
+                .find(|(topic, partition, _)| *partition == at.partition && *topic == at.topic)
+            {
+                Some((_, _, offset)) => *offset = (*offset).min(at.offset),
+                None => earliest.push((&at.topic, at.partition, at.offset)),
             }
         }
-        for held in self.orphans.values() {
-            for orphan in held {
-                hold(&orphan.at);
+        let mut safe = self.next_offsets.clone();
+        for (topic, partition, held) in earliest {
+            if let Some(offset) = safe.get_mut(&(topic.to_string(), partition)) {
+                *offset = (*offset).min(held);
             }
         }
         safe
