@@ -17,6 +17,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 
 use apache_avro::headers::HeaderBuilder;
 use apache_avro::rabin::Rabin;
+use apache_avro::schema::{NamesRef, ResolvedSchema, UnionSchema};
 use apache_avro::{GenericSingleObjectReader, Schema};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -89,6 +90,12 @@ pub struct RecordSchema {
     pub full_name: String,
     pub schema: Schema,
     pub fingerprint: [u8; 8],
+    /// The current schema with every reference to a named type replaced by
+    /// the type itself: the same encoding, and what the serde encoder, which
+    /// is given no table of names, can follow. Records are written from their
+    /// serde form straight to bytes with it, without an intermediate value
+    /// tree or a schema resolution per record.
+    write_schema: Schema,
     /// Every schema (current and released) by fingerprint, with its named
     /// types resolved once rather than at every record.
     writers: HashMap<[u8; 8], GenericSingleObjectReader>,
@@ -138,6 +145,13 @@ impl RecordSchema {
             _ => return Err(CoreError::SchemaNotRecord(file.into())),
         };
         let fingerprint = fingerprint(&schema);
+        let write_schema = {
+            let resolved = ResolvedSchema::try_from(&schema).map_err(|e| CoreError::Schema {
+                file: file.into(),
+                source: Box::new(e),
+            })?;
+            inline_references(&schema, resolved.get_names(), 0)
+        };
         let mut writers = HashMap::new();
         writers.insert(fingerprint, single_object_reader(file.into(), &schema)?);
         for (version, stem, released_text) in RELEASED.iter().filter(|(_, s, _)| *s == file) {
@@ -156,6 +170,7 @@ impl RecordSchema {
             full_name,
             schema,
             fingerprint,
+            write_schema,
             writers,
         })
     }
@@ -171,6 +186,44 @@ impl RecordSchema {
 
     fn reader(&self, fingerprint: &[u8; 8]) -> Option<&GenericSingleObjectReader> {
         self.writers.get(fingerprint)
+    }
+}
+
+/// How deep named types may nest inside each other when references are
+/// replaced; a recursive type stops here and keeps its reference (its records
+/// then fail to encode with a clear error rather than loop).
+const MAX_NESTING: usize = 32;
+
+/// `schema` with each reference to a named type replaced by its definition.
+fn inline_references(schema: &Schema, names: &NamesRef<'_>, depth: usize) -> Schema {
+    if depth > MAX_NESTING {
+        return schema.clone();
+    }
+    let inline = |inner: &Schema| inline_references(inner, names, depth + 1);
+    match schema {
+        Schema::Ref { name } => names
+            .get(name)
+            .map_or_else(|| schema.clone(), |named| inline(named)),
+        Schema::Record(record) => {
+            let mut record = record.clone();
+            for field in &mut record.fields {
+                field.schema = inline(&field.schema);
+            }
+            Schema::Record(record)
+        }
+        Schema::Array(array) => {
+            let mut array = array.clone();
+            array.items = Box::new(inline(&array.items));
+            Schema::Array(array)
+        }
+        Schema::Map(map) => {
+            let mut map = map.clone();
+            map.types = Box::new(inline(&map.types));
+            Schema::Map(map)
+        }
+        Schema::Union(union) => UnionSchema::new(union.variants().iter().map(inline).collect())
+            .map_or_else(|_| schema.clone(), Schema::Union),
+        other => other.clone(),
     }
 }
 
@@ -211,10 +264,20 @@ avro_record!(DeadLetter, "dead_letter");
 
 /// Encodes a record as a bare Avro datum with its current schema.
 pub fn to_datum<T: AvroRecord>(record: &T) -> Result<Vec<u8>, CoreError> {
-    let schema = &T::schema().schema;
-    let value = apache_avro::to_value(record).map_err(CoreError::avro)?;
-    let value = value.resolve(schema).map_err(CoreError::avro)?;
-    apache_avro::to_avro_datum(schema, value).map_err(CoreError::avro)
+    let mut out = Vec::with_capacity(256);
+    write_datum(record, &mut out)?;
+    Ok(out)
+}
+
+/// Appends a record's bare Avro datum to `out`. A record that does not fit
+/// its schema is an error and leaves `out` as it was.
+fn write_datum<T: AvroRecord>(record: &T, out: &mut Vec<u8>) -> Result<(), CoreError> {
+    let start = out.len();
+    apache_avro::write_avro_datum_ref(&T::schema().write_schema, record, out).map_err(|e| {
+        out.truncate(start);
+        CoreError::avro(e)
+    })?;
+    Ok(())
 }
 
 /// Decodes a bare Avro datum written with `writer` into the current type;
@@ -269,8 +332,7 @@ impl AvroCodec {
 
     /// Frames and encodes one record.
     pub fn encode<T: AvroRecord>(&self, record: &T) -> Result<Vec<u8>, CoreError> {
-        let datum = to_datum(record)?;
-        let mut out = Vec::with_capacity(datum.len() + 10);
+        let mut out = Vec::with_capacity(256);
         match &self.framing {
             Framing::SingleObject => {
                 out.extend_from_slice(&SINGLE_OBJECT_MAGIC);
@@ -282,7 +344,7 @@ impl AvroCodec {
                 out.extend_from_slice(&id.to_be_bytes());
             }
         }
-        out.extend_from_slice(&datum);
+        write_datum(record, &mut out)?;
         Ok(out)
     }
 

@@ -2,7 +2,10 @@
 //!
 //! Field names and enum symbols match the schemas exactly; the tests in
 //! `tests/schemas.rs` encode every type with its schema and decode it back,
-//! so the two cannot drift. Timestamps are Unix milliseconds (`timestamp-millis`).
+//! so the two cannot drift. Each enum declares its variants in the order of
+//! the schema's symbols: the encoder writes a variant by its position, and
+//! the tests compare every variant's bytes with the symbol's. Timestamps are
+//! Unix milliseconds (`timestamp-millis`).
 
 use serde::{Deserialize, Serialize};
 

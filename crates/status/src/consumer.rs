@@ -333,8 +333,7 @@ impl Session<'_> {
         let now = now_millis();
         let oldest = self
             .correlator
-            .pending_accepted_at()
-            .min()
+            .oldest_pending_accepted_at()
             .map_or(0, |at| now - at);
         gauge!("status_pending_oldest_age_ms").set(oldest as f64);
     }

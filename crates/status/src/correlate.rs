@@ -9,7 +9,7 @@
 //! state that was lost; messages already final are recognised by the
 //! `finalized` set, rebuilt from `sms.status`, and are not decided twice.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{btree_map, BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use sms_core::carrier::failure_category;
 use sms_core::events::{
@@ -82,11 +82,62 @@ struct Orphan {
     held_since: Millis,
 }
 
+/// The offsets of the records whose effect is still only in memory, per
+/// topic and partition, counted (one offset may be held twice: a report
+/// resent under the same sequence), so that the earliest of a partition is
+/// at hand without a pass over everything held.
+#[derive(Debug, Default)]
+struct HeldOffsets(HashMap<String, HashMap<i32, BTreeMap<i64, u32>>>);
+
+impl HeldOffsets {
+    fn hold(&mut self, at: &Position) {
+        let partitions = match self.0.get_mut(at.topic.as_str()) {
+            Some(partitions) => partitions,
+            None => self.0.entry(at.topic.clone()).or_default(),
+        };
+        *partitions
+            .entry(at.partition)
+            .or_default()
+            .entry(at.offset)
+            .or_default() += 1;
+    }
+
+    fn release(&mut self, at: &Position) {
+        let Some(offsets) = self
+            .0
+            .get_mut(at.topic.as_str())
+            .and_then(|partitions| partitions.get_mut(&at.partition))
+        else {
+            return;
+        };
+        if let btree_map::Entry::Occupied(mut held) = offsets.entry(at.offset) {
+            *held.get_mut() -= 1;
+            if *held.get() == 0 {
+                held.remove();
+            }
+        }
+    }
+
+    /// The earliest held offset of a partition, if it holds any.
+    fn earliest(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.0
+            .get(topic)?
+            .get(&partition)?
+            .first_key_value()
+            .map(|(offset, _)| *offset)
+    }
+}
+
 /// The correlation state of the partitions one consumer holds.
 #[derive(Debug, Default)]
 pub struct Correlator {
     limits: Limits,
     pending: HashMap<String, Pending>,
+    /// The pending messages by acceptance time, oldest first: what expires
+    /// next and the age metric, without a pass over every pending message.
+    by_acceptance: BTreeSet<(Millis, String)>,
+    /// Where every pending message, applied report and held orphan was read.
+    held: HeldOffsets,
     by_sequence: HashMap<SequenceTriple, (String, usize)>,
     orphans: HashMap<SequenceTriple, Vec<Orphan>>,
     finalized: HashSet<String>,
@@ -115,9 +166,9 @@ impl Correlator {
         self.orphans.values().map(Vec::len).sum()
     }
 
-    /// Acceptance times of the pending messages, for the age metric.
-    pub fn pending_accepted_at(&self) -> impl Iterator<Item = Millis> + '_ {
-        self.pending.values().map(|p| p.event.accepted_at)
+    /// The acceptance time of the oldest pending message, for the age metric.
+    pub fn oldest_pending_accepted_at(&self) -> Option<Millis> {
+        self.by_acceptance.first().map(|(at, _)| *at)
     }
 
     /// Remembers a message that already has its final status (from `sms.status`).
@@ -230,13 +281,23 @@ impl Correlator {
         }
         let reports = vec![None; event.segments.len()];
         let sequences: Vec<SequenceTriple> = event.segments.iter().map(|s| s.sequence).collect();
-        self.pending
-            .insert(id.clone(), Pending { event, at, reports });
+        let (held_at, accepted_at) = (at.clone(), event.accepted_at);
+        if let Some(replaced) = self
+            .pending
+            .insert(id.clone(), Pending { event, at, reports })
+        {
+            // The same message fed twice before it was final: the first
+            // copy's records are no longer held by anything.
+            self.release(&replaced);
+        }
+        self.held.hold(&held_at);
+        self.by_acceptance.insert((accepted_at, id.clone()));
 
         // Reports that arrived before the dispatch event apply now.
         let mut decisions = Vec::new();
         for sequence in sequences {
             for orphan in self.orphans.remove(&sequence).unwrap_or_default() {
+                self.held.release(&orphan.at);
                 decisions.extend(self.apply(orphan.report, orphan.at, now));
             }
         }
@@ -257,6 +318,7 @@ impl Correlator {
             }];
         }
         let Some((id, index)) = self.by_sequence.get(&report.submit_sequence).cloned() else {
+            self.held.hold(&at);
             self.orphans
                 .entry(report.submit_sequence)
                 .or_default()
@@ -286,20 +348,36 @@ impl Correlator {
             // A resent report for a settled segment changes nothing.
             return Vec::new();
         }
-        *slot = Some(SegmentReport {
+        self.held.hold(&at);
+        let earlier = slot.replace(SegmentReport {
             state: report.state,
             error_code: report.error_code,
             received_at: report.received_at,
             at,
         });
+        if let Some(earlier) = earlier {
+            self.held.release(&earlier.at);
+        }
         if pending.reports.iter().all(Option::is_some) {
             return self.settle(&id, now).into_iter().collect();
         }
         Vec::new()
     }
 
+    /// Forgets what a pending message held: its offsets, its place in the
+    /// acceptance order.
+    fn release(&mut self, pending: &Pending) {
+        self.held.release(&pending.at);
+        for report in pending.reports.iter().flatten() {
+            self.held.release(&report.at);
+        }
+        self.by_acceptance
+            .remove(&(pending.event.accepted_at, pending.event.message_id.clone()));
+    }
+
     fn settle(&mut self, id: &str, now: Millis) -> Option<Decision> {
         let pending = self.pending.remove(id)?;
+        self.release(&pending);
         for segment in &pending.event.segments {
             self.by_sequence.remove(&segment.sequence);
         }
@@ -343,14 +421,15 @@ impl Correlator {
     pub fn expire(&mut self, now: Millis) -> Vec<Decision> {
         let validity = self.limits.validity_ms;
         let overdue: Vec<String> = self
-            .pending
+            .by_acceptance
             .iter()
-            .filter(|(_, p)| now - p.event.accepted_at > validity)
-            .map(|(id, _)| id.clone())
+            .take_while(|(accepted_at, _)| now - accepted_at > validity)
+            .map(|(_, id)| id.clone())
             .collect();
         let mut decisions = Vec::new();
         for id in overdue {
             if let Some(pending) = self.pending.remove(&id) {
+                self.release(&pending);
                 for segment in &pending.event.segments {
                     self.by_sequence.remove(&segment.sequence);
                 }
@@ -369,10 +448,12 @@ impl Correlator {
 
         let hold = self.limits.orphan_hold_ms;
         let mut released = Vec::new();
+        let offsets = &mut self.held;
         self.orphans.retain(|_, held| {
             held.retain(|o| {
                 let keep = now - o.held_since <= hold;
                 if !keep {
+                    offsets.release(&o.at);
                     released.push(Decision::Unmatched {
                         report: o.report.clone(),
                         at: o.at.clone(),
@@ -403,28 +484,10 @@ impl Correlator {
     /// far: the next offset to read, held back to the earliest record whose
     /// effect is still only in memory.
     pub fn safe_offsets(&self) -> BTreeMap<(String, i32), i64> {
-        // The earliest held offset of each partition. There are a handful of
-        // partitions and many held records, so the search is linear and
-        // nothing is allocated per record.
-        let held = self
-            .pending
-            .values()
-            .flat_map(|p| std::iter::once(&p.at).chain(p.reports.iter().flatten().map(|r| &r.at)))
-            .chain(self.orphans.values().flatten().map(|o| &o.at));
-        let mut earliest: Vec<(&str, i32, i64)> = Vec::new();
-        for at in held {
-            match earliest
-                .iter_mut()
-                .find(|(topic, partition, _)| *partition == at.partition && *topic == at.topic)
-            {
-                Some((_, _, offset)) => *offset = (*offset).min(at.offset),
-                None => earliest.push((&at.topic, at.partition, at.offset)),
-            }
-        }
         let mut safe = self.next_offsets.clone();
-        for (topic, partition, held) in earliest {
-            if let Some(offset) = safe.get_mut(&(topic.to_string(), partition)) {
-                *offset = (*offset).min(held);
+        for ((topic, partition), next) in safe.iter_mut() {
+            if let Some(held) = self.held.earliest(topic, *partition) {
+                *next = (*next).min(held);
             }
         }
         safe
@@ -724,5 +787,115 @@ mod tests {
             .on_dispatch(submitted("m1", &[1]), at("d", 0), T0)
             .is_empty());
         assert_eq!(c.pending(), 0);
+    }
+
+    /// The committable offsets found by a pass over everything held: what
+    /// the index must agree with.
+    fn scanned_safe_offsets(c: &Correlator) -> BTreeMap<(String, i32), i64> {
+        let mut safe = c.next_offsets.clone();
+        let held = c
+            .pending
+            .values()
+            .flat_map(|p| std::iter::once(&p.at).chain(p.reports.iter().flatten().map(|r| &r.at)))
+            .chain(c.orphans.values().flatten().map(|o| &o.at));
+        for at in held {
+            if let Some(next) = safe.get_mut(&(at.topic.clone(), at.partition)) {
+                *next = (*next).min(at.offset);
+            }
+        }
+        safe
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Dispatch(u32),
+        Report {
+            message: u32,
+            segment: u32,
+            waiting: bool,
+            earlier_ms: i64,
+        },
+        Tick(i64),
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0u32..30).prop_map(Step::Dispatch),
+            (0u32..30, 0u32..3, prop::bool::weighted(0.1), 0i64..50).prop_map(
+                |(message, segment, waiting, earlier_ms)| Step::Report {
+                    message,
+                    segment,
+                    waiting,
+                    earlier_ms,
+                }
+            ),
+            (1i64..100).prop_map(Step::Tick),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Messages of one to three segments dispatched (some twice),
+        /// reports in any order (before their dispatch event, resent,
+        /// WAITING, earlier than the one kept), and time passing far enough
+        /// for messages and held reports to expire: after every step the
+        /// committable offsets and the oldest pending message are those a
+        /// pass over everything held gives.
+        #[test]
+        fn the_indexes_agree_with_a_pass_over_everything_held(
+            steps in proptest::collection::vec(step(), 1..300)
+        ) {
+            let limits = Limits {
+                validity_ms: 400,
+                orphan_hold_ms: 150,
+                finalized_memory_ms: 1_000,
+            };
+            let mut c = Correlator::new(limits);
+            let mut now = T0;
+            let mut offsets: HashMap<(&str, i32), i64> = HashMap::new();
+            let mut next = |topic: &'static str, partition: i32| {
+                let offset = offsets.entry((topic, partition)).or_insert(0);
+                *offset += 1;
+                Position {
+                    topic: topic.into(),
+                    partition,
+                    offset: *offset - 1,
+                }
+            };
+            for step in steps {
+                match step {
+                    Step::Dispatch(m) => {
+                        let counters = [m * 4, m * 4 + 1, m * 4 + 2];
+                        let mut event =
+                            submitted(&format!("m{m}"), &counters[..(m % 3 + 1) as usize]);
+                        event.accepted_at = now;
+                        c.on_dispatch(event, next("d", (m % 2) as i32), now);
+                    }
+                    Step::Report { message, segment, waiting, earlier_ms } => {
+                        let state = if waiting {
+                            ReportState::Waiting
+                        } else {
+                            ReportState::Delivered
+                        };
+                        let counter = message * 4 + segment % (message % 3 + 1);
+                        c.on_report(
+                            report(counter, state, 0, now - earlier_ms),
+                            next("r", (message % 3) as i32),
+                            now,
+                        );
+                    }
+                    Step::Tick(ms) => {
+                        now += ms;
+                        c.expire(now);
+                    }
+                }
+                proptest::prop_assert_eq!(c.safe_offsets(), scanned_safe_offsets(&c));
+                proptest::prop_assert_eq!(c.by_acceptance.len(), c.pending.len());
+                proptest::prop_assert_eq!(
+                    c.oldest_pending_accepted_at(),
+                    c.pending.values().map(|p| p.event.accepted_at).min()
+                );
+            }
+        }
     }
 }
