@@ -120,6 +120,40 @@ fn local_service_pids() -> Vec<(&'static str, u32)> {
     .collect()
 }
 
+/// Where a message's time went, from the timestamps its final status
+/// carries: acceptance to its first Submit (ingest, Kafka, the dispatcher),
+/// Submit to the carrier's report (the gateway, here the simulator, and the
+/// status receiver), report to the decision (the status service's Kafka
+/// round trip and correlation).
+#[derive(Default)]
+struct Stages {
+    to_submit: Vec<i64>,
+    to_report: Vec<i64>,
+    to_decision: Vec<i64>,
+}
+
+impl Stages {
+    fn add(&mut self, status: &FinalStatus) {
+        if let (Some(submitted), Some(report)) = (status.submitted_at, status.report_at) {
+            self.to_submit.push(submitted - status.accepted_at);
+            self.to_report.push(report - submitted);
+            self.to_decision.push(status.decided_at - report);
+        }
+    }
+
+    fn summary(mut self) -> Value {
+        let mut stage = |values: &mut Vec<i64>| {
+            values.sort_unstable();
+            json!({ "p50": quantile(values, 0.50), "p99": quantile(values, 0.99) })
+        };
+        json!({
+            "acceptance_to_submit": stage(&mut self.to_submit),
+            "submit_to_report": stage(&mut self.to_report),
+            "report_to_decision": stage(&mut self.to_decision),
+        })
+    }
+}
+
 fn quantile(sorted: &[i64], q: f64) -> i64 {
     if sorted.is_empty() {
         return 0;
@@ -305,6 +339,7 @@ async fn main() {
         tokio::spawn(async move {
             let codec = sms_core::avro::AvroCodec::single_object();
             let mut latencies = Vec::with_capacity(total as usize);
+            let mut stages = Stages::default();
             let mut per_second: BTreeMap<i64, u64> = BTreeMap::new();
             let mut stream = consumer.stream();
             while (latencies.len() as u64) < total {
@@ -315,6 +350,7 @@ async fn main() {
                             .await
                         {
                             latencies.push(status.decided_at - status.accepted_at);
+                            stages.add(&status);
                             *per_second.entry(status.decided_at / 1000).or_default() += 1;
                             decided.fetch_add(1, Ordering::Relaxed);
                         }
@@ -323,7 +359,7 @@ async fn main() {
                     Ok(None) | Err(_) => break,
                 }
             }
-            (latencies, per_second)
+            (latencies, per_second, stages)
         })
     };
 
@@ -388,7 +424,7 @@ async fn main() {
         total as f64 / sending.as_secs_f64()
     );
 
-    let (mut latencies, per_second) = reader.await.expect("reader");
+    let (mut latencies, per_second, stages) = reader.await.expect("reader");
     let elapsed = started.elapsed();
     sampler.abort();
     // Processor seconds each process used while the traffic ran, and the
@@ -462,6 +498,7 @@ async fn main() {
             "p99": quantile(&latencies, 0.99),
             "max": latencies.last().copied().unwrap_or(0),
         },
+        "stages_ms": stages.summary(),
         "peak_rss_mib": memory,
         "cpu_during_run": cpu,
         "cores": cores,

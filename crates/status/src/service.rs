@@ -57,6 +57,7 @@ pub async fn run(
             login_password: gateway_password,
             allowed_peers: config.receiver.allowed_peers.clone(),
             max_connections: config.receiver.max_connections,
+            max_in_flight_per_connection: config.receiver.max_in_flight_per_connection,
             ..ServerConfig::default()
         },
         handler,
