@@ -142,7 +142,7 @@ impl Stages {
     }
 
     fn summary(mut self) -> Value {
-        let mut stage = |values: &mut Vec<i64>| {
+        let stage = |values: &mut Vec<i64>| {
             values.sort_unstable();
             json!({ "p50": quantile(values, 0.50), "p99": quantile(values, 0.99) })
         };
