@@ -326,6 +326,27 @@ mod tests {
     }
 
     #[test]
+    fn reports_in_flight_per_connection_default_to_256_and_zero_is_refused() {
+        let config = Config::load(None, env(&[])).unwrap();
+        assert_eq!(config.receiver.max_in_flight_per_connection, 256);
+        let config = Config::load(
+            None,
+            env(&[("STATUS_RECEIVER__MAX_IN_FLIGHT_PER_CONNECTION", "64")]),
+        )
+        .unwrap();
+        assert_eq!(config.receiver.max_in_flight_per_connection, 64);
+        let err = Config::load(
+            None,
+            env(&[("STATUS_RECEIVER__MAX_IN_FLIGHT_PER_CONNECTION", "0")]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid configuration: receiver.max_in_flight_per_connection = 0: expected at least 1"
+        );
+    }
+
+    #[test]
     fn allowed_peers_and_the_password_come_from_the_environment() {
         let config = Config::load(
             None,
