@@ -363,18 +363,35 @@ async fn main() {
         })
     };
 
-    // Memory of every service, sampled each second.
+    // Memory of every service, sampled each second; every 30 s a sample is
+    // kept, so that what a service holds at start and what it gains with the
+    // messages it has seen can be told apart.
+    let timeline: Arc<std::sync::Mutex<Vec<Value>>> = Arc::default();
     let sampler = {
-        let peaks = peaks.clone();
+        let (peaks, timeline) = (peaks.clone(), timeline.clone());
         let pids = pids.clone();
+        let decided = decided.clone();
         tokio::spawn(async move {
-            loop {
+            let begun = Instant::now();
+            for tick in 0u64.. {
+                let mut now = BTreeMap::new();
                 for (name, pid) in &pids {
                     if let Some((rss, _)) = memory_mib(*pid) {
                         let mut peaks = peaks.lock().unwrap_or_else(|p| p.into_inner());
                         let peak = peaks.entry(name).or_default();
                         *peak = peak.max(rss);
+                        now.insert(*name, rss.round());
                     }
+                }
+                if tick % 30 == 0 {
+                    timeline
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(json!({
+                            "second": begun.elapsed().as_secs(),
+                            "final_statuses": decided.load(Ordering::Relaxed),
+                            "rss_mib": now,
+                        }));
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
@@ -500,6 +517,7 @@ async fn main() {
         },
         "stages_ms": stages.summary(),
         "peak_rss_mib": memory,
+        "rss_every_30s": timeline.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         "cpu_during_run": cpu,
         "cores": cores,
         "clickhouse_final_rows_at_end": clickhouse_rows,

@@ -26,6 +26,7 @@ pub mod carrier;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod ids;
 pub mod kafka;
 pub mod secret;
 pub mod telemetry;

@@ -31,16 +31,19 @@
 //! instances independent; the price of that is that one partition can be
 //! out of budget while another still has some.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 
 use chrono::{Datelike, FixedOffset, TimeZone, Utc};
 use regex::Regex;
 use sgip::text::BillingRule;
+use smallvec::SmallVec;
 use sms_core::events::{
     DispatchEvent, DispatchOutcome, MessageKind, Millis, RefusalReason, RequestSource, SmsRequest,
 };
+use sms_core::ids::message_key;
 use sms_core::validate::{check_extension, check_times, NumberRanges, Refusal, Validator};
 use sms_core::CoreError;
+use uuid::Uuid;
 
 use crate::config::{FrequencyCap, PolicySettings};
 
@@ -224,20 +227,62 @@ impl Policy {
     }
 }
 
-/// What is known of one message id.
+/// What is known of one message id, in 8 bytes: the ledger holds every
+/// message of the duplicate window.
 #[derive(Debug, Clone, Copy)]
 struct Seen {
-    attempt: i32,
+    /// The second of its latest event, rounded up (so that it is never
+    /// forgotten early).
+    second: u32,
+    /// Its highest attempt (attempts past 255 count as 255).
+    attempt: u8,
     terminal: bool,
-    at: Millis,
+}
+
+impl Seen {
+    fn second(at: Millis) -> u32 {
+        u32::try_from(at.div_euclid(1000) + 1).unwrap_or(0)
+    }
+
+    fn attempt(attempt: i32) -> u8 {
+        u8::try_from(attempt.max(0)).unwrap_or(u8::MAX)
+    }
+}
+
+/// A recipient and a kind as one number: the phone's digits (E.164, at most
+/// 15, so under 2^50), their count (a leading zero counts) and the kind, in
+/// 56 bits. A phone that is not all digits
+/// (never submitted: the policy refuses it first) is hashed into the keys
+/// with the top bit set, apart from every numeric one.
+fn recipient_key(phone: &str, kind: MessageKind) -> u64 {
+    let kind = match kind {
+        MessageKind::VerificationCode => 0,
+        MessageKind::Notice => 1,
+        MessageKind::Reminder => 2,
+    };
+    let digits =
+        !phone.is_empty() && phone.len() <= 15 && phone.bytes().all(|b| b.is_ascii_digit());
+    match phone.parse::<u64>() {
+        Ok(number) if digits => number << 6 | (phone.len() as u64) << 2 | kind,
+        _ => {
+            let mut hasher = std::hash::DefaultHasher::new();
+            std::hash::Hash::hash(phone, &mut hasher);
+            (std::hash::Hasher::finish(&hasher) << 2 | kind) | 1 << 63
+        }
+    }
 }
 
 /// The state of one request partition, rebuilt from `sms.dispatch`.
+///
+/// It holds every message id of the duplicate window, by its 16-byte key,
+/// and the submit times of every recipient and kind within it: about 30
+/// bytes a message and 40 a recipient with the tables' spare room.
 #[derive(Debug, Default)]
 pub struct Ledger {
-    seen: HashMap<String, Seen>,
-    /// Submit times by recipient and kind.
-    sent: HashMap<(String, MessageKind), VecDeque<Millis>>,
+    seen: HashMap<Uuid, Seen>,
+    /// Submit times by [`recipient_key`], oldest first; most recipients get
+    /// one or two messages a window, which are held in place.
+    sent: HashMap<u64, SmallVec<[Millis; 2]>>,
     month_start: Millis,
     month_spend: Micros,
     /// Cost of messages decided and not yet answered.
@@ -269,19 +314,29 @@ impl Ledger {
             return;
         }
         let terminal = event.outcome != DispatchOutcome::Retrying;
-        let seen = self.seen.entry(event.message_id.clone()).or_insert(Seen {
-            attempt: event.attempt,
-            terminal,
-            at: event.dispatched_at,
-        });
-        seen.attempt = seen.attempt.max(event.attempt);
+        let (attempt, second) = (
+            Seen::attempt(event.attempt),
+            Seen::second(event.dispatched_at),
+        );
+        let seen = self
+            .seen
+            .entry(message_key(&event.message_id))
+            .or_insert(Seen {
+                attempt,
+                terminal,
+                second,
+            });
+        seen.attempt = seen.attempt.max(attempt);
         seen.terminal |= terminal;
-        seen.at = seen.at.max(event.dispatched_at);
+        seen.second = seen.second.max(second);
         if event.outcome == DispatchOutcome::Submitted {
-            self.sent
-                .entry((event.phone.clone(), event.kind))
-                .or_default()
-                .push_back(event.dispatched_at);
+            let times = self
+                .sent
+                .entry(recipient_key(&event.phone, event.kind))
+                .or_default();
+            // Events read back are in order; keep the times sorted anyway.
+            let at = times.partition_point(|t| *t <= event.dispatched_at);
+            times.insert(at, event.dispatched_at);
             self.roll_month(event.dispatched_at);
             if event.dispatched_at >= self.month_start {
                 let billed = u64::try_from(event.billed_segments).unwrap_or(0);
@@ -299,10 +354,10 @@ impl Ledger {
     }
 
     fn duplicate(&self, request: &SmsRequest) -> Option<String> {
-        let seen = self.seen.get(&request.message_id)?;
+        let seen = self.seen.get(&message_key(&request.message_id))?;
         if seen.terminal {
             Some("already dispatched".into())
-        } else if seen.attempt >= request.attempt {
+        } else if i32::from(seen.attempt) >= request.attempt {
             Some(format!("attempt {} already made", request.attempt))
         } else {
             None
@@ -315,7 +370,9 @@ impl Ledger {
         now: Millis,
         caps: &[FrequencyCap],
     ) -> Option<FrequencyCap> {
-        let sent = self.sent.get(&(request.phone.clone(), request.kind))?;
+        let sent = self
+            .sent
+            .get(&recipient_key(&request.phone, request.kind))?;
         caps.iter().copied().find(|cap| {
             let since = now - cap.window_ms;
             let count = sent.iter().rev().take_while(|at| **at > since).count();
@@ -366,10 +423,12 @@ impl Ledger {
     /// Forgets message ids and submit times older than `window_ms`.
     pub fn prune(&mut self, now: Millis, window_ms: i64) {
         let since = now - window_ms;
-        self.seen.retain(|_, seen| seen.at > since);
+        self.seen
+            .retain(|_, seen| i64::from(seen.second) * 1000 > since);
         self.sent.retain(|_, times| {
-            while times.front().is_some_and(|at| *at <= since) {
-                times.pop_front();
+            let old = times.partition_point(|at| *at <= since);
+            if old > 0 {
+                times.drain(..old);
             }
             !times.is_empty()
         });
@@ -617,6 +676,62 @@ mod tests {
         settings.budget.contract_spent_yuan = 1.0;
         let spent = Policy::new(&settings).unwrap();
         assert_eq!(spent.budget_used(&Ledger::default(), NOW, 2), 1.0);
+    }
+
+    #[test]
+    fn recipients_and_kinds_have_keys_of_their_own() {
+        let phones = [
+            "8618612341234",
+            "08618612341234",
+            "18612341234",
+            "186123412340",
+            "+8618612341234",
+            "1234567890123456",
+            "",
+        ];
+        let mut keys = std::collections::HashSet::new();
+        for phone in phones {
+            for kind in MessageKind::ALL {
+                assert!(keys.insert(recipient_key(phone, kind)), "{phone} {kind:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn ids_and_submit_times_are_forgotten_past_the_window_only() {
+        let policy = Policy::new(&PolicySettings::default()).unwrap();
+        let mut ledger = Ledger::default();
+        let yes = |_: &str, _: MessageKind| true;
+        let first = request(
+            "6d1c5f0e-2b7a-4c8e-9a51-121231100000",
+            MessageKind::VerificationCode,
+            "【交管12123】验证码 123456",
+        );
+        ledger.record(&submitted(&first, NOW), policy.price());
+        let second = request(
+            "otp-2",
+            MessageKind::VerificationCode,
+            "【交管12123】验证码 654321",
+        );
+        // The 60-second cap counts to the millisecond.
+        assert_eq!(
+            reason(policy.decide(&second, NOW + 59_999, &ledger, 1, yes)),
+            Some(RefusalReason::FrequencyCap)
+        );
+        assert_eq!(
+            reason(policy.decide(&second, NOW + 60_000, &ledger, 1, yes)),
+            None
+        );
+
+        ledger.prune(NOW + 2_000, 2_000);
+        assert_eq!(ledger.len(), 1);
+        assert_eq!(
+            reason(policy.decide(&first, NOW + 2_000, &ledger, 1, yes)),
+            Some(RefusalReason::Duplicate)
+        );
+        ledger.prune(NOW + 3_000, 2_000);
+        assert!(ledger.is_empty());
+        assert!(ledger.sent.is_empty());
     }
 
     #[test]

@@ -118,14 +118,17 @@ pub struct Limits {
     /// The `Retry-After` sent with a 503, in seconds. Default 2.
     #[serde(default = "default_retry_after_s")]
     pub retry_after_s: u64,
-    /// Request ids remembered for retries, per instance. Default 1000000.
+    /// Request ids remembered for retries, per instance: five days of the
+    /// contract's volume (about 100,000 a day), about 100 bytes each.
+    /// Default 500000.
     #[serde(default = "default_recent_requests")]
     pub recent_requests: usize,
     /// How long a request id is remembered, in milliseconds. Default
     /// 86400000 (24 h).
     #[serde(default = "default_recent_window_ms")]
     pub recent_window_ms: u64,
-    /// Final statuses kept for status queries. Default 1000000.
+    /// Final statuses kept for status queries, about 110 bytes each.
+    /// Default 500000.
     #[serde(default = "default_recent_statuses")]
     pub recent_statuses: usize,
     /// Time in-flight requests get to finish after a shutdown signal, in
@@ -150,13 +153,13 @@ fn default_retry_after_s() -> u64 {
     2
 }
 fn default_recent_requests() -> usize {
-    1_000_000
+    500_000
 }
 fn default_recent_window_ms() -> u64 {
     24 * 3600 * 1000
 }
 fn default_recent_statuses() -> usize {
-    1_000_000
+    500_000
 }
 fn default_drain_ms() -> u64 {
     10_000

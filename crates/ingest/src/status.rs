@@ -1,7 +1,8 @@
 //! The final statuses of recent messages, read from `sms.status`, for the status query.
 //!
 //! Holds the last [`Limits::recent_statuses`] final statuses (one per
-//! message, the latest wins). A message without a final status here is
+//! message, the latest wins), each in about 100 bytes: the id as its
+//! 16-byte key and the fields the query answers. A message without a final status here is
 //! answered `ACCEPTED` when this instance accepted it within its retry
 //! window, else `PENDING`: no final status is known yet, which is also the
 //! answer for a message older than the memory holds.
@@ -15,6 +16,8 @@ use sms_core::avro::decode_single_object;
 use sms_core::events::{
     now_millis, FailureCategory, FinalState, FinalStatus, Millis, RefusalReason,
 };
+use sms_core::ids::message_key;
+use uuid::Uuid;
 
 use crate::recent::RecentMap;
 use crate::tail::Tailed;
@@ -59,7 +62,7 @@ impl StatusView {
         }
     }
 
-    fn from_final(status: FinalStatus) -> Self {
+    fn from_final(message_id: String, status: &Settled) -> Self {
         let state = match status.status {
             FinalState::Delivered => "DELIVERED",
             FinalState::Failed => "FAILED",
@@ -68,7 +71,7 @@ impl StatusView {
             FinalState::Unknown => "UNKNOWN",
         };
         Self {
-            message_id: status.message_id,
+            message_id,
             state: state.into(),
             is_final: true,
             failure_category: status.failure_category,
@@ -82,10 +85,39 @@ impl StatusView {
     }
 }
 
+/// What is kept of a final status: what the query answers, without the id
+/// (the key) or any text.
+#[derive(Debug, Clone, Copy)]
+struct Settled {
+    status: FinalState,
+    failure_category: Option<FailureCategory>,
+    refusal_reason: Option<RefusalReason>,
+    within_seven_seconds: bool,
+    error_code: Option<i32>,
+    billed_segments: i32,
+    accepted_at: Millis,
+    decided_at: Millis,
+}
+
+impl From<&FinalStatus> for Settled {
+    fn from(status: &FinalStatus) -> Self {
+        Self {
+            status: status.status,
+            failure_category: status.failure_category,
+            refusal_reason: status.refusal_reason,
+            within_seven_seconds: status.within_seven_seconds,
+            error_code: status.error_code,
+            billed_segments: status.billed_segments,
+            accepted_at: status.accepted_at,
+            decided_at: status.decided_at,
+        }
+    }
+}
+
 /// Recent final statuses by message id.
 #[derive(Clone)]
 pub struct StatusBoard {
-    statuses: Arc<Mutex<RecentMap<String, StatusView>>>,
+    statuses: Arc<Mutex<RecentMap<Uuid, Settled>>>,
 }
 
 impl StatusBoard {
@@ -103,9 +135,9 @@ impl StatusBoard {
         };
         match decode_single_object::<FinalStatus>(payload) {
             Ok(status) => {
-                let view = StatusView::from_final(status);
+                let key = message_key(&status.message_id);
                 let mut statuses = self.statuses.lock().unwrap_or_else(|p| p.into_inner());
-                statuses.insert(view.message_id.clone(), view, now_millis());
+                statuses.insert(key, Settled::from(&status), now_millis());
             }
             Err(e) => {
                 metrics::counter!("ingest_status_undecodable_total").increment(1);
@@ -123,8 +155,8 @@ impl StatusBoard {
     /// accepted it recently.
     pub fn view(&self, message_id: &str, accepted: bool) -> StatusView {
         let statuses = self.statuses.lock().unwrap_or_else(|p| p.into_inner());
-        match statuses.get(&message_id.to_string(), now_millis()) {
-            Some(view) => view.clone(),
+        match statuses.get(&message_key(message_id), now_millis()) {
+            Some(settled) => StatusView::from_final(message_id.into(), settled),
             None if accepted => StatusView::not_final(message_id.into(), "ACCEPTED"),
             None => StatusView::not_final(message_id.into(), "PENDING"),
         }

@@ -144,6 +144,13 @@ pub struct CorrelationSettings {
     /// then recorded as unmatched. Default 600000 (10 minutes).
     #[serde(default = "default_orphan_hold_ms")]
     pub orphan_hold_ms: i64,
+    /// Submit sequences of recently final messages remembered, so that a
+    /// late or resent report is recorded against its message. A report for
+    /// a message whose sequences were already forgotten is recorded as
+    /// unmatched instead; its message's final status stands either way.
+    /// About 60 bytes each. Default 500000.
+    #[serde(default = "default_final_sequences")]
+    pub final_sequences: usize,
     /// Longest time between transaction commits. Default 100.
     #[serde(default = "default_commit_interval_ms")]
     pub commit_interval_ms: u64,
@@ -161,6 +168,9 @@ fn default_validity_ms() -> i64 {
 fn default_orphan_hold_ms() -> i64 {
     10 * 60 * 1000
 }
+fn default_final_sequences() -> usize {
+    500_000
+}
 fn default_commit_interval_ms() -> u64 {
     100
 }
@@ -174,6 +184,7 @@ impl Default for CorrelationSettings {
             group_id: default_group(),
             validity_ms: default_validity_ms(),
             orphan_hold_ms: default_orphan_hold_ms(),
+            final_sequences: default_final_sequences(),
             commit_interval_ms: default_commit_interval_ms(),
             max_batch: default_max_batch(),
         }

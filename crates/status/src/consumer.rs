@@ -24,10 +24,12 @@ use sms_core::avro::AvroCodec;
 use sms_core::events::{
     now_millis, CarrierReport, DeadLetter, DeadLetterError, DispatchEvent, FinalStatus, Millis,
 };
+use sms_core::ids::message_key;
 use sms_core::kafka::{KafkaSettings, Topics};
 use sms_core::telemetry::mask_phone;
 use tokio::sync::watch;
 use tracing::{debug, info, info_span, warn, Instrument};
+use uuid::Uuid;
 
 use crate::config::CorrelationSettings;
 use crate::correlate::{Correlator, Decision, Limits, Position};
@@ -115,6 +117,7 @@ async fn session(
         validity_ms: settings.validity_ms,
         orphan_hold_ms: settings.orphan_hold_ms,
         finalized_memory_ms: settings.validity_ms + settings.validity_ms / 3 + 3_600_000,
+        final_sequences: settings.final_sequences,
     };
     let mut session = Session {
         topics: topics.clone(),
@@ -147,7 +150,7 @@ async fn session(
                 let finalized =
                     load_finalized(kafka, &topics.status, message.partition(), limits).await?;
                 for (id, decided_at) in finalized {
-                    session.correlator.mark_finalized(&id, decided_at);
+                    session.correlator.mark_finalized(id, decided_at);
                 }
                 loaded.insert(message.partition());
             }
@@ -329,6 +332,7 @@ impl Session<'_> {
 
     fn publish_gauges(&self) {
         gauge!("status_pending_messages").set(self.correlator.pending() as f64);
+        gauge!("status_finalized_remembered").set(self.correlator.finalized() as f64);
         gauge!("status_orphan_reports").set(self.correlator.orphans() as f64);
         let now = now_millis();
         let oldest = self
@@ -346,7 +350,7 @@ async fn load_finalized(
     status_topic: &str,
     partition: i32,
     limits: Limits,
-) -> Result<Vec<(String, Millis)>, StatusError> {
+) -> Result<Vec<(Uuid, Millis)>, StatusError> {
     let kafka = kafka.clone();
     let topic = status_topic.to_string();
     let span = info_span!("rebuild", partition);
@@ -398,7 +402,7 @@ async fn load_finalized(
                 let payload = message.payload().unwrap_or_default();
                 // Statuses are written by this service, single-object encoded.
                 if let Ok(status) = sms_core::avro::decode_single_object::<FinalStatus>(payload) {
-                    finalized.push((status.message_id, status.decided_at));
+                    finalized.push((message_key(&status.message_id), status.decided_at));
                 }
             }
         }

@@ -7,15 +7,17 @@
 //! unfinished message, a report held for a dispatch event not seen yet). So
 //! after a crash, replaying from the committed offsets rebuilds exactly the
 //! state that was lost; messages already final are recognised by the
-//! `finalized` set, rebuilt from `sms.status`, and are not decided twice.
+//! memory of final ids, rebuilt from `sms.status`, and are not decided twice.
 
-use std::collections::{btree_map, BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{btree_map, hash_map, BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use sms_core::carrier::failure_category;
 use sms_core::events::{
     within_seven_seconds, CarrierReport, DispatchEvent, DispatchOutcome, FailureCategory,
     FinalState, FinalStatus, Millis, RefusalReason, ReportState, SequenceTriple,
 };
+use sms_core::ids::{message_key, MessageRef};
+use uuid::Uuid;
 
 /// A record's place in Kafka: topic, partition, offset.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -48,6 +50,9 @@ pub struct Limits {
     pub orphan_hold_ms: Millis,
     /// Final message ids are remembered this long (must exceed validity).
     pub finalized_memory_ms: Millis,
+    /// Submit sequences of the most recently final messages remembered, to
+    /// tell a late or resent report of a final message from an unmatched one.
+    pub final_sequences: usize,
 }
 
 impl Default for Limits {
@@ -56,6 +61,7 @@ impl Default for Limits {
             validity_ms: 72 * 3600 * 1000,
             orphan_hold_ms: 10 * 60 * 1000,
             finalized_memory_ms: 96 * 3600 * 1000,
+            final_sequences: 500_000,
         }
     }
 }
@@ -128,6 +134,92 @@ impl HeldOffsets {
     }
 }
 
+/// Ids past their memory are dropped in one pass over the final ids, at
+/// most this often.
+const SWEEP_INTERVAL_MS: Millis = 60_000;
+
+/// What is remembered of the messages already final.
+///
+/// Every final id of the memory window is kept (a replayed dispatch event of
+/// a final message must be recognised, however old, or the message would be
+/// decided twice), as a 16-byte key with the second it was decided: about
+/// 30 bytes a message with the table's spare room. Ids past the window are
+/// dropped by a pass over the table once a minute. The submit sequences,
+/// which only tell a late report's message, are kept for the most recent
+/// `Limits::final_sequences` messages' segments.
+#[derive(Debug, Default)]
+struct FinalMemory {
+    /// Keys of final message ids, with the second each was decided (rounded
+    /// up, so an id is never forgotten early).
+    ids: HashMap<Uuid, u32>,
+    next_sweep: Millis,
+    sequences: HashMap<SequenceTriple, MessageRef>,
+    /// The remembered sequences, oldest first, with their decision time.
+    sequence_order: VecDeque<(Millis, SequenceTriple)>,
+}
+
+impl FinalMemory {
+    /// Remembers a final message by its key; false when it was final already.
+    fn insert(&mut self, key: Uuid, decided_at: Millis) -> bool {
+        let second = u32::try_from(decided_at.div_euclid(1000) + 1).unwrap_or(0);
+        match self.ids.entry(key) {
+            hash_map::Entry::Occupied(_) => false,
+            hash_map::Entry::Vacant(slot) => {
+                slot.insert(second);
+                true
+            }
+        }
+    }
+
+    /// Remembers the submit sequences of a message just final, keeping the
+    /// most recent `max` sequences.
+    fn insert_sequences(
+        &mut self,
+        message_id: &str,
+        decided_at: Millis,
+        sequences: &[SequenceTriple],
+        max: usize,
+    ) {
+        if sequences.is_empty() || max == 0 {
+            return;
+        }
+        let id = MessageRef::from(message_id);
+        for sequence in sequences {
+            self.sequences.insert(*sequence, id.clone());
+            self.sequence_order.push_back((decided_at, *sequence));
+        }
+        while self.sequence_order.len() > max {
+            self.forget_oldest_sequence();
+        }
+    }
+
+    fn contains(&self, message_id: &str) -> bool {
+        self.ids.contains_key(&message_key(message_id))
+    }
+
+    fn forget_oldest_sequence(&mut self) {
+        if let Some((_, sequence)) = self.sequence_order.pop_front() {
+            self.sequences.remove(&sequence);
+        }
+    }
+
+    /// Forgets what was decided more than `memory_ms` before `now`.
+    fn expire(&mut self, now: Millis, memory_ms: Millis) {
+        while self
+            .sequence_order
+            .front()
+            .is_some_and(|(decided_at, _)| now - decided_at > memory_ms)
+        {
+            self.forget_oldest_sequence();
+        }
+        if now >= self.next_sweep {
+            self.next_sweep = now + SWEEP_INTERVAL_MS;
+            self.ids
+                .retain(|_, second| now - i64::from(*second) * 1000 <= memory_ms);
+        }
+    }
+}
+
 /// The correlation state of the partitions one consumer holds.
 #[derive(Debug, Default)]
 pub struct Correlator {
@@ -140,10 +232,7 @@ pub struct Correlator {
     held: HeldOffsets,
     by_sequence: HashMap<SequenceTriple, (String, usize)>,
     orphans: HashMap<SequenceTriple, Vec<Orphan>>,
-    finalized: HashSet<String>,
-    finalized_order: VecDeque<(Millis, String, Vec<SequenceTriple>)>,
-    /// Triples of recently final messages, to recognise late or resent reports.
-    final_sequences: HashMap<SequenceTriple, String>,
+    finals: FinalMemory,
     /// The next offset to read, per (topic, partition), for what was fed.
     next_offsets: BTreeMap<(String, i32), i64>,
 }
@@ -171,30 +260,33 @@ impl Correlator {
         self.by_acceptance.first().map(|(at, _)| *at)
     }
 
-    /// Remembers a message that already has its final status (from `sms.status`).
-    pub fn mark_finalized(&mut self, message_id: &str, decided_at: Millis) {
-        self.remember_final(message_id, decided_at, Vec::new());
+    /// Final message ids remembered.
+    pub fn finalized(&self) -> usize {
+        self.finals.ids.len()
+    }
+
+    /// Remembers a message that already has its final status (from
+    /// `sms.status`), by its [`message_key`].
+    pub fn mark_finalized(&mut self, key: Uuid, decided_at: Millis) {
+        self.finals.insert(key, decided_at);
     }
 
     fn remember_final(
         &mut self,
         message_id: &str,
         decided_at: Millis,
-        sequences: Vec<SequenceTriple>,
+        sequences: &[SequenceTriple],
     ) {
-        if self.finalized.insert(message_id.to_string()) {
-            for sequence in &sequences {
-                self.final_sequences
-                    .insert(*sequence, message_id.to_string());
-            }
-            self.finalized_order
-                .push_back((decided_at, message_id.to_string(), sequences));
+        if self.finals.insert(message_key(message_id), decided_at) {
+            let max = self.limits.final_sequences;
+            self.finals
+                .insert_sequences(message_id, decided_at, sequences, max);
         }
     }
 
     /// Whether a message already has its final status.
     pub fn is_finalized(&self, message_id: &str) -> bool {
-        self.finalized.contains(message_id)
+        self.finals.contains(message_id)
     }
 
     fn advance(&mut self, at: &Position) {
@@ -311,9 +403,9 @@ impl Correlator {
     }
 
     fn apply(&mut self, report: CarrierReport, at: Position, now: Millis) -> Vec<Decision> {
-        if let Some(id) = self.final_sequences.get(&report.submit_sequence) {
+        if let Some(id) = self.finals.sequences.get(&report.submit_sequence) {
             return vec![Decision::AfterFinal {
-                message_id: id.clone(),
+                message_id: id.to_string(),
                 report,
             }];
         }
@@ -405,13 +497,13 @@ impl Correlator {
     }
 
     fn finish(&mut self, status: FinalStatus) -> Decision {
-        self.remember_final(&status.message_id, status.decided_at, Vec::new());
+        self.remember_final(&status.message_id, status.decided_at, &[]);
         Decision::Final(status)
     }
 
     fn finish_submitted(&mut self, status: FinalStatus, event: &DispatchEvent) -> Decision {
-        let sequences = event.segments.iter().map(|s| s.sequence).collect();
-        self.remember_final(&status.message_id, status.decided_at, sequences);
+        let sequences: Vec<SequenceTriple> = event.segments.iter().map(|s| s.sequence).collect();
+        self.remember_final(&status.message_id, status.decided_at, &sequences);
         Decision::Final(status)
     }
 
@@ -465,18 +557,7 @@ impl Correlator {
         });
         decisions.extend(released);
 
-        let memory = self.limits.finalized_memory_ms;
-        while let Some((decided_at, _, _)) = self.finalized_order.front() {
-            if now - decided_at <= memory {
-                break;
-            }
-            if let Some((_, id, sequences)) = self.finalized_order.pop_front() {
-                self.finalized.remove(&id);
-                for sequence in sequences {
-                    self.final_sequences.remove(&sequence);
-                }
-            }
-        }
+        self.finals.expire(now, self.limits.finalized_memory_ms);
         decisions
     }
 
@@ -782,11 +863,78 @@ mod tests {
     #[test]
     fn a_replayed_dispatch_event_of_a_final_message_is_skipped() {
         let mut c = Correlator::new(Limits::default());
-        c.mark_finalized("m1", T0);
+        c.mark_finalized(message_key("m1"), T0);
         assert!(c
             .on_dispatch(submitted("m1", &[1]), at("d", 0), T0)
             .is_empty());
         assert_eq!(c.pending(), 0);
+    }
+
+    #[test]
+    fn final_ids_are_remembered_for_the_memory_and_no_longer() {
+        let limits = Limits {
+            finalized_memory_ms: 3_600_000,
+            ..Limits::default()
+        };
+        let mut c = Correlator::new(limits);
+        let id = "6d1c5f0e-2b7a-4c8e-9a51-121231100000";
+        c.on_dispatch(submitted(id, &[1]), at("d", 0), T0);
+        c.on_report(
+            report(1, ReportState::Delivered, 0, T0 + 900),
+            at("r", 0),
+            T0 + 1_000,
+        );
+        assert!(c.is_finalized(id));
+        c.expire(T0 + 1_000 + 3_600_000);
+        assert!(c.is_finalized(id), "kept for the whole memory");
+        // The next pass over the ids, a minute later, forgets it.
+        c.expire(T0 + 1_000 + 3_600_000 + SWEEP_INTERVAL_MS + 1_000);
+        assert!(!c.is_finalized(id));
+        assert_eq!(c.finalized(), 0);
+        // A replay of its dispatch event now starts it over.
+        c.on_dispatch(submitted(id, &[1]), at("d", 0), T0 + 7_300_000);
+        assert_eq!(c.pending(), 1);
+    }
+
+    #[test]
+    fn late_reports_are_told_by_the_most_recent_sequences_only() {
+        let limits = Limits {
+            final_sequences: 2,
+            orphan_hold_ms: 1_000,
+            ..Limits::default()
+        };
+        let mut c = Correlator::new(limits);
+        for (n, id) in ["m1", "m2", "m3"].into_iter().enumerate() {
+            let counter = n as u32 + 1;
+            let offset = n as i64;
+            c.on_dispatch(submitted(id, &[counter]), at("d", offset), T0);
+            c.on_report(
+                report(counter, ReportState::Delivered, 0, T0 + 500),
+                at("r", offset),
+                T0,
+            );
+        }
+        // m3's and m2's sequences are remembered: a resent report is after-final.
+        let resent = c.on_report(
+            report(3, ReportState::Delivered, 0, T0 + 900),
+            at("r", 3),
+            T0,
+        );
+        assert!(
+            matches!(resent.as_slice(), [Decision::AfterFinal { message_id, .. }] if message_id == "m3")
+        );
+        // m1's sequence was forgotten: its late report is held, then given up
+        // as unmatched; m1 stays final and is not decided again.
+        assert!(c
+            .on_report(
+                report(1, ReportState::Delivered, 0, T0 + 900),
+                at("r", 4),
+                T0
+            )
+            .is_empty());
+        let given_up = c.expire(T0 + 1_001);
+        assert!(matches!(given_up.as_slice(), [Decision::Unmatched { .. }]));
+        assert!(c.is_finalized("m1"));
     }
 
     /// The committable offsets found by a pass over everything held: what
@@ -849,6 +997,7 @@ mod tests {
                 validity_ms: 400,
                 orphan_hold_ms: 150,
                 finalized_memory_ms: 1_000,
+                final_sequences: 8,
             };
             let mut c = Correlator::new(limits);
             let mut now = T0;
