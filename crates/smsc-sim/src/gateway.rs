@@ -17,7 +17,6 @@ use tokio::time::{sleep_until, Instant};
 use tracing::{debug, info, warn, Instrument};
 
 use crate::config::pick;
-use crate::counts::{message_key, segment_key};
 use crate::outbound::Outbound;
 use crate::{decode_text, State};
 
@@ -283,11 +282,7 @@ fn record_accepted(state: &State, submit: &Submit) {
     let sp_number = submit.sp_number.to_string_lossy();
     for user in &submit.user_numbers {
         let user = user.to_string_lossy();
-        *tally
-            .counts
-            .segments
-            .entry(segment_key(&user, &submit.content))
-            .or_default() += 1;
+        tally.segments.add(&user, &submit.content);
         let assembly = tally.reassembler.push(
             (user.clone(), sp_number.clone()),
             submit.tp_udhi & 1 == 1,
@@ -296,11 +291,7 @@ fn record_accepted(state: &State, submit: &Submit) {
         );
         if let Assembly::Complete { payload, .. } = assembly {
             let text = decode_text(submit.message_coding, &payload);
-            *tally
-                .counts
-                .messages
-                .entry(message_key(&user, &text))
-                .or_default() += 1;
+            tally.messages.add(&user, text.as_bytes());
         }
     }
 }

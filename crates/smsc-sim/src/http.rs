@@ -40,13 +40,11 @@ pub(crate) async fn serve(state: Arc<State>, listener: TcpListener) {
 }
 
 async fn counts(AxumState(state): Shared) -> Json<Counts> {
-    let mut tally = state.tally();
-    tally.counts.partial_messages = tally.reassembler.pending() as u64;
-    Json(tally.counts.clone())
+    Json(state.tally().snapshot())
 }
 
 async fn reset(AxumState(state): Shared) -> StatusCode {
-    state.tally().counts = Counts::default();
+    state.tally().reset();
     StatusCode::NO_CONTENT
 }
 

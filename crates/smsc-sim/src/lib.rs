@@ -84,8 +84,29 @@ impl SimError {
 
 /// Counts plus the reassembly state they are derived from.
 pub(crate) struct Tally {
+    /// Every count but the per-message and per-segment ones.
     pub counts: Counts,
+    pub messages: counts::KeyCounts,
+    pub segments: counts::KeyCounts,
     pub reassembler: Reassembler<(String, String)>,
+}
+
+impl Tally {
+    /// Every count, as `GET /counts` serves it.
+    pub fn snapshot(&self) -> Counts {
+        let mut counts = self.counts.clone();
+        counts.partial_messages = self.reassembler.pending() as u64;
+        counts.messages = self.messages.to_map();
+        counts.segments = self.segments.to_map();
+        counts
+    }
+
+    /// Starts every count from zero.
+    pub fn reset(&mut self) {
+        self.counts = Counts::default();
+        self.messages = counts::KeyCounts::default();
+        self.segments = counts::KeyCounts::default();
+    }
 }
 
 /// State shared by the listeners, the report sender and the HTTP endpoint.
@@ -167,6 +188,8 @@ impl Simulator {
             faults: RwLock::new(config.faults.clone()),
             tally: Mutex::new(Tally {
                 counts: Counts::default(),
+                messages: counts::KeyCounts::default(),
+                segments: counts::KeyCounts::default(),
                 reassembler: Reassembler::new(100_000, Duration::from_secs(600)),
             }),
             limiter,
@@ -215,9 +238,7 @@ pub struct SimulatorHandle {
 impl SimulatorHandle {
     /// A snapshot of the counts.
     pub fn counts(&self) -> Counts {
-        let mut tally = self.state.tally();
-        tally.counts.partial_messages = tally.reassembler.pending() as u64;
-        tally.counts.clone()
+        self.state.tally().snapshot()
     }
 
     /// Submits accepted so far: the cheap poll for a caller waiting for
@@ -229,7 +250,7 @@ impl SimulatorHandle {
 
     /// Clears the counts.
     pub fn reset_counts(&self) {
-        self.state.tally().counts = Counts::default();
+        self.state.tally().reset();
     }
 
     /// The faults in force.
