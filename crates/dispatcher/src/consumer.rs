@@ -64,7 +64,7 @@ use tracing::{debug, debug_span, error, info, warn, Instrument};
 
 use crate::config::{Config, Share};
 use crate::error::DispatchError;
-use crate::policy::{month_start, Ledger, Policy, Verdict};
+use crate::policy::{month_start, Dispatched, Ledger, Policy, Verdict};
 use crate::rebuild::{ledgers, Subscriptions};
 use crate::submit::{self, Gateway, Submission};
 
@@ -363,6 +363,7 @@ async fn session(
         assigned: HashSet::new(),
         tracks: HashMap::new(),
         ledgers: HashMap::new(),
+        dispatched: Dispatched::default(),
         subscriptions: None,
         gateway: None,
         share: config.gateway.share(0, partitions),
@@ -489,6 +490,9 @@ struct Dispatch {
     assigned: HashSet<i32>,
     tracks: HashMap<(Lane, i32), Track>,
     ledgers: HashMap<i32, Ledger>,
+    /// Message ids dispatched within the duplicate window, of every
+    /// partition held (or held before, until they age out).
+    dispatched: Dispatched,
     subscriptions: Option<Subscriptions>,
     gateway: Option<Arc<Gateway>>,
     share: Share,
@@ -614,16 +618,19 @@ impl Dispatch {
         let numbers: Vec<i32> = numbers.into_iter().collect();
         info!(partitions = ?numbers, "partitions assigned; rebuilding state");
         let now = now_millis();
-        let since = (now - self.config.consumer.dedupe_window_ms).min(month_start(now));
-        let rebuilt = ledgers(
+        let dedupe_since = now - self.config.consumer.dedupe_window_ms;
+        let since = dedupe_since.min(month_start(now));
+        let (rebuilt, dispatched) = ledgers(
             &self.config.kafka,
             &self.codec,
             &numbers,
             since,
+            dedupe_since,
             self.policy.price(),
         )
         .await?;
         self.ledgers.extend(rebuilt);
+        self.dispatched.merge(dispatched);
         if self.config.policy.require_subscription && !numbers.is_empty() {
             let mut subscriptions =
                 Subscriptions::follow(&self.config.kafka, &self.codec, &numbers)?;
@@ -874,6 +881,7 @@ impl Dispatch {
             self.policy.decide(
                 &work.request,
                 now,
+                &self.dispatched,
                 ledger,
                 self.partitions,
                 |phone, kind| subscriptions.is_some_and(|s| s.allows(phone, kind)),
@@ -1047,6 +1055,7 @@ impl Dispatch {
     }
 
     fn write_event(&mut self, work: &Work, event: DispatchEvent) -> Result<(), DispatchError> {
+        self.dispatched.record(&event);
         if let Some(ledger) = self.ledgers.get_mut(&work.partition) {
             ledger.record(&event, self.policy.price());
         }
@@ -1171,6 +1180,10 @@ impl Dispatch {
         for ledger in self.ledgers.values_mut() {
             ledger.prune(now, window);
         }
+        self.dispatched.prune(now, window);
+        gauge!("dispatcher_dedupe_ids").set(self.dispatched.len() as f64);
+        gauge!("dispatcher_cap_recipients")
+            .set(self.ledgers.values().map(Ledger::recipients).sum::<usize>() as f64);
         let spent: u64 = self.ledgers.values().map(|l| l.month_spend(now)).sum();
         gauge!("dispatcher_budget_month_spent_yuan").set(spent as f64 / 1_000_000.0);
         let used = self

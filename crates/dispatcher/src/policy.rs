@@ -125,11 +125,12 @@ impl Policy {
         &self,
         request: &SmsRequest,
         now: Millis,
+        dispatched: &Dispatched,
         ledger: &Ledger,
         partitions: usize,
         subscribed: impl FnOnce(&str, MessageKind) -> bool,
     ) -> Verdict {
-        if let Some(detail) = ledger.duplicate(request) {
+        if let Some(detail) = dispatched.duplicate(request) {
             return Verdict::refuse(RefusalReason::Duplicate, detail);
         }
         if check_times(now, request.expires_at, None) == Err(Refusal::Expired) {
@@ -272,14 +273,91 @@ fn recipient_key(phone: &str, kind: MessageKind) -> u64 {
     }
 }
 
-/// The state of one request partition, rebuilt from `sms.dispatch`.
+/// Every message id dispatched within the duplicate window, for the
+/// duplicate check, by its 16-byte key: about 30 bytes a message with the
+/// table's spare room.
 ///
-/// It holds every message id of the duplicate window, by its 16-byte key,
-/// and the submit times of every recipient and kind within it: about 30
-/// bytes a message and 40 a recipient with the tables' spare room.
+/// One table serves every partition an instance holds (a message id belongs
+/// to one partition, so nothing is confused): one table per partition would
+/// each round its size up to a power of two on its own. Ids of a partition
+/// taken away stay until they are older than the window; they are facts
+/// read from `sms.dispatch`, and when the partition comes back its rebuild
+/// only adds to them.
+#[derive(Debug, Default)]
+pub struct Dispatched {
+    seen: HashMap<Uuid, Seen>,
+}
+
+impl Dispatched {
+    /// Notes an event written to (or read back from) `sms.dispatch`.
+    pub fn record(&mut self, event: &DispatchEvent) {
+        if event.reason == Some(RefusalReason::Duplicate) {
+            return;
+        }
+        let terminal = event.outcome != DispatchOutcome::Retrying;
+        self.note(
+            message_key(&event.message_id),
+            Seen {
+                attempt: Seen::attempt(event.attempt),
+                terminal,
+                second: Seen::second(event.dispatched_at),
+            },
+        );
+    }
+
+    fn note(&mut self, key: Uuid, event: Seen) {
+        let seen = self.seen.entry(key).or_insert(event);
+        seen.attempt = seen.attempt.max(event.attempt);
+        seen.terminal |= event.terminal;
+        seen.second = seen.second.max(event.second);
+    }
+
+    /// Takes in what a rebuild read.
+    pub fn merge(&mut self, other: Dispatched) {
+        if self.seen.is_empty() {
+            self.seen = other.seen;
+            return;
+        }
+        for (key, seen) in other.seen {
+            self.note(key, seen);
+        }
+    }
+
+    fn duplicate(&self, request: &SmsRequest) -> Option<String> {
+        let seen = self.seen.get(&message_key(&request.message_id))?;
+        if seen.terminal {
+            Some("already dispatched".into())
+        } else if i32::from(seen.attempt) >= request.attempt {
+            Some(format!("attempt {} already made", request.attempt))
+        } else {
+            None
+        }
+    }
+
+    /// Forgets message ids older than `window_ms`.
+    pub fn prune(&mut self, now: Millis, window_ms: i64) {
+        let since = now - window_ms;
+        self.seen
+            .retain(|_, seen| i64::from(seen.second) * 1000 > since);
+    }
+
+    /// Message ids remembered.
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// Whether nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+}
+
+/// The caps and spend of one request partition, rebuilt from `sms.dispatch`.
+///
+/// It holds the submit times of every recipient and kind within the window:
+/// about 40 bytes a recipient and 8 a time with the table's spare room.
 #[derive(Debug, Default)]
 pub struct Ledger {
-    seen: HashMap<Uuid, Seen>,
     /// Submit times by [`recipient_key`], oldest first; most recipients get
     /// one or two messages a window, which are held in place.
     sent: HashMap<u64, SmallVec<[Millis; 2]>>,
@@ -313,22 +391,6 @@ impl Ledger {
         if event.reason == Some(RefusalReason::Duplicate) {
             return;
         }
-        let terminal = event.outcome != DispatchOutcome::Retrying;
-        let (attempt, second) = (
-            Seen::attempt(event.attempt),
-            Seen::second(event.dispatched_at),
-        );
-        let seen = self
-            .seen
-            .entry(message_key(&event.message_id))
-            .or_insert(Seen {
-                attempt,
-                terminal,
-                second,
-            });
-        seen.attempt = seen.attempt.max(attempt);
-        seen.terminal |= terminal;
-        seen.second = seen.second.max(second);
         if event.outcome == DispatchOutcome::Submitted {
             let times = self
                 .sent
@@ -350,17 +412,6 @@ impl Ledger {
         if start > self.month_start {
             self.month_start = start;
             self.month_spend = 0;
-        }
-    }
-
-    fn duplicate(&self, request: &SmsRequest) -> Option<String> {
-        let seen = self.seen.get(&message_key(&request.message_id))?;
-        if seen.terminal {
-            Some("already dispatched".into())
-        } else if i32::from(seen.attempt) >= request.attempt {
-            Some(format!("attempt {} already made", request.attempt))
-        } else {
-            None
         }
     }
 
@@ -420,11 +471,9 @@ impl Ledger {
         self.reserved = self.reserved.saturating_sub(cost);
     }
 
-    /// Forgets message ids and submit times older than `window_ms`.
+    /// Forgets submit times older than `window_ms`.
     pub fn prune(&mut self, now: Millis, window_ms: i64) {
         let since = now - window_ms;
-        self.seen
-            .retain(|_, seen| i64::from(seen.second) * 1000 > since);
         self.sent.retain(|_, times| {
             let old = times.partition_point(|at| *at <= since);
             if old > 0 {
@@ -434,14 +483,9 @@ impl Ledger {
         });
     }
 
-    /// Message ids remembered.
-    pub fn len(&self) -> usize {
-        self.seen.len()
-    }
-
-    /// Whether nothing is remembered.
-    pub fn is_empty(&self) -> bool {
-        self.seen.is_empty()
+    /// Recipients with a submit in the window.
+    pub fn recipients(&self) -> usize {
+        self.sent.len()
     }
 }
 
@@ -507,7 +551,7 @@ mod tests {
     #[test]
     fn each_rule_refuses_with_its_reason() {
         let policy = Policy::new(&PolicySettings::default()).unwrap();
-        let ledger = Ledger::default();
+        let (dispatched, ledger) = (Dispatched::default(), Ledger::default());
         let yes = |_: &str, _: MessageKind| true;
         let ok = request(
             "a",
@@ -515,42 +559,42 @@ mod tests {
             "【交管12123】您的车辆年检即将到期",
         );
         assert!(matches!(
-            policy.decide(&ok, NOW, &ledger, 1, yes),
+            policy.decide(&ok, NOW, &dispatched, &ledger, 1, yes),
             Verdict::Submit { billed: 1, .. }
         ));
 
         let mut expired = ok.clone();
         expired.expires_at = Some(NOW - 1);
         assert_eq!(
-            reason(policy.decide(&expired, NOW, &ledger, 1, yes)),
+            reason(policy.decide(&expired, NOW, &dispatched, &ledger, 1, yes)),
             Some(RefusalReason::Expired)
         );
 
         let mut mobile = ok.clone();
         mobile.phone = "8613812341234".into();
         assert_eq!(
-            reason(policy.decide(&mobile, NOW, &ledger, 1, yes)),
+            reason(policy.decide(&mobile, NOW, &dispatched, &ledger, 1, yes)),
             Some(RefusalReason::NotUnicom)
         );
         mobile.phone = "12345".into();
         assert_eq!(
-            reason(policy.decide(&mobile, NOW, &ledger, 1, yes)),
+            reason(policy.decide(&mobile, NOW, &dispatched, &ledger, 1, yes)),
             Some(RefusalReason::InvalidRequest)
         );
 
         assert_eq!(
-            reason(policy.decide(&ok, NOW, &ledger, 1, |_, _| false)),
+            reason(policy.decide(&ok, NOW, &dispatched, &ledger, 1, |_, _| false)),
             Some(RefusalReason::NotSubscribed)
         );
         let mut system = ok.clone();
         system.source = RequestSource::System;
         assert_eq!(
-            reason(policy.decide(&system, NOW, &ledger, 1, |_, _| false)),
+            reason(policy.decide(&system, NOW, &dispatched, &ledger, 1, |_, _| false)),
             None
         );
 
         let advert = request("b", MessageKind::Notice, "【交管12123】本店促销");
-        match policy.decide(&advert, NOW, &ledger, 1, yes) {
+        match policy.decide(&advert, NOW, &dispatched, &ledger, 1, yes) {
             Verdict::Refuse { reason, detail } => {
                 assert_eq!(reason, RefusalReason::ContentPolicy);
                 assert_eq!(detail, "forbidden_word: 促销");
@@ -558,7 +602,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let marker = request("c", MessageKind::Notice, "【交管12123】新服务上线，回T退订");
-        match policy.decide(&marker, NOW, &ledger, 1, yes) {
+        match policy.decide(&marker, NOW, &dispatched, &ledger, 1, yes) {
             Verdict::Refuse { reason, detail } => {
                 assert_eq!(reason, RefusalReason::ContentPolicy);
                 assert!(detail.starts_with("forbidden_pattern"), "{detail}");
@@ -567,7 +611,7 @@ mod tests {
         }
         let unsigned = request("d", MessageKind::Notice, "没有签名");
         assert_eq!(
-            reason(policy.decide(&unsigned, NOW, &ledger, 1, yes)),
+            reason(policy.decide(&unsigned, NOW, &dispatched, &ledger, 1, yes)),
             Some(RefusalReason::ContentPolicy)
         );
     }
@@ -575,16 +619,18 @@ mod tests {
     #[test]
     fn duplicates_caps_and_budget_come_from_the_ledger() {
         let policy = Policy::new(&PolicySettings::default()).unwrap();
-        let mut ledger = Ledger::default();
+        let (mut dispatched, mut ledger) = (Dispatched::default(), Ledger::default());
         let yes = |_: &str, _: MessageKind| true;
         let first = request(
             "otp-1",
             MessageKind::VerificationCode,
             "【交管12123】验证码 123456",
         );
-        ledger.record(&submitted(&first, NOW), policy.price());
+        let event = submitted(&first, NOW);
+        dispatched.record(&event);
+        ledger.record(&event, policy.price());
         assert_eq!(
-            reason(policy.decide(&first, NOW, &ledger, 1, yes)),
+            reason(policy.decide(&first, NOW, &dispatched, &ledger, 1, yes)),
             Some(RefusalReason::Duplicate)
         );
 
@@ -594,25 +640,26 @@ mod tests {
             "【交管12123】验证码 654321",
         );
         assert_eq!(
-            reason(policy.decide(&second, NOW + 30_000, &ledger, 1, yes)),
+            reason(policy.decide(&second, NOW + 30_000, &dispatched, &ledger, 1, yes)),
             Some(RefusalReason::FrequencyCap)
         );
         assert_eq!(
-            reason(policy.decide(&second, NOW + 61_000, &ledger, 1, yes)),
+            reason(policy.decide(&second, NOW + 61_000, &dispatched, &ledger, 1, yes)),
             None
         );
 
         let mut retrying = submitted(&second, NOW);
         retrying.outcome = DispatchOutcome::Retrying;
+        dispatched.record(&retrying);
         ledger.record(&retrying, policy.price());
         let mut again = second.clone();
         again.attempt = 1;
         assert_eq!(
-            reason(policy.decide(&again, NOW + 61_000, &ledger, 1, yes)),
+            reason(policy.decide(&again, NOW + 61_000, &dispatched, &ledger, 1, yes)),
             None
         );
         assert_eq!(
-            reason(policy.decide(&second, NOW + 61_000, &ledger, 1, yes)),
+            reason(policy.decide(&second, NOW + 61_000, &dispatched, &ledger, 1, yes)),
             Some(RefusalReason::Duplicate)
         );
 
@@ -624,15 +671,17 @@ mod tests {
             MessageKind::VerificationCode,
             "【交管12123】验证码 111111",
         );
-        ledger.record(&submitted(&third, NOW + 62_000), policy.price());
+        let event = submitted(&third, NOW + 62_000);
+        dispatched.record(&event);
+        ledger.record(&event, policy.price());
         assert_eq!(
-            reason(policy.decide(&again, NOW + 63_000, &ledger, 1, yes)),
+            reason(policy.decide(&again, NOW + 63_000, &dispatched, &ledger, 1, yes)),
             None
         );
         let mut late = again.clone();
         late.expires_at = Some(NOW + 62_500);
         assert_eq!(
-            reason(policy.decide(&late, NOW + 63_000, &ledger, 1, yes)),
+            reason(policy.decide(&late, NOW + 63_000, &dispatched, &ledger, 1, yes)),
             Some(RefusalReason::Expired)
         );
 
@@ -641,11 +690,25 @@ mod tests {
         let poor = Policy::new(&tight).unwrap();
         let notice = request("n-1", MessageKind::Notice, "【交管12123】通知");
         assert_eq!(
-            reason(poor.decide(&notice, NOW, &Ledger::default(), 1, yes)),
+            reason(poor.decide(
+                &notice,
+                NOW,
+                &Dispatched::default(),
+                &Ledger::default(),
+                1,
+                yes
+            )),
             None
         );
         assert_eq!(
-            reason(poor.decide(&notice, NOW, &Ledger::default(), 2, yes)),
+            reason(poor.decide(
+                &notice,
+                NOW,
+                &Dispatched::default(),
+                &Ledger::default(),
+                2,
+                yes
+            )),
             Some(RefusalReason::BudgetExhausted)
         );
     }
@@ -655,9 +718,11 @@ mod tests {
         let mut settings = PolicySettings::default();
         settings.budget.contract_yuan = 1.0;
         let policy = Policy::new(&settings).unwrap();
-        let mut ledger = Ledger::default();
+        let (mut dispatched, mut ledger) = (Dispatched::default(), Ledger::default());
         let notice = request("n-2", MessageKind::Notice, "【交管12123】通知");
-        ledger.record(&submitted(&notice, NOW), policy.price());
+        let event = submitted(&notice, NOW);
+        dispatched.record(&event);
+        ledger.record(&event, policy.price());
         assert_eq!(ledger.month_spend(NOW), 41_000);
 
         // 0.041 of the 0.5 yuan each of two partitions may spend.
@@ -700,14 +765,16 @@ mod tests {
     #[test]
     fn ids_and_submit_times_are_forgotten_past_the_window_only() {
         let policy = Policy::new(&PolicySettings::default()).unwrap();
-        let mut ledger = Ledger::default();
+        let (mut dispatched, mut ledger) = (Dispatched::default(), Ledger::default());
         let yes = |_: &str, _: MessageKind| true;
         let first = request(
             "6d1c5f0e-2b7a-4c8e-9a51-121231100000",
             MessageKind::VerificationCode,
             "【交管12123】验证码 123456",
         );
-        ledger.record(&submitted(&first, NOW), policy.price());
+        let event = submitted(&first, NOW);
+        dispatched.record(&event);
+        ledger.record(&event, policy.price());
         let second = request(
             "otp-2",
             MessageKind::VerificationCode,
@@ -715,23 +782,25 @@ mod tests {
         );
         // The 60-second cap counts to the millisecond.
         assert_eq!(
-            reason(policy.decide(&second, NOW + 59_999, &ledger, 1, yes)),
+            reason(policy.decide(&second, NOW + 59_999, &dispatched, &ledger, 1, yes)),
             Some(RefusalReason::FrequencyCap)
         );
         assert_eq!(
-            reason(policy.decide(&second, NOW + 60_000, &ledger, 1, yes)),
+            reason(policy.decide(&second, NOW + 60_000, &dispatched, &ledger, 1, yes)),
             None
         );
 
         ledger.prune(NOW + 2_000, 2_000);
-        assert_eq!(ledger.len(), 1);
+        dispatched.prune(NOW + 2_000, 2_000);
+        assert_eq!(dispatched.len(), 1);
         assert_eq!(
-            reason(policy.decide(&first, NOW + 2_000, &ledger, 1, yes)),
+            reason(policy.decide(&first, NOW + 2_000, &dispatched, &ledger, 1, yes)),
             Some(RefusalReason::Duplicate)
         );
         ledger.prune(NOW + 3_000, 2_000);
-        assert!(ledger.is_empty());
-        assert!(ledger.sent.is_empty());
+        dispatched.prune(NOW + 3_000, 2_000);
+        assert!(dispatched.is_empty());
+        assert_eq!(ledger.recipients(), 0);
     }
 
     #[test]
@@ -740,6 +809,34 @@ mod tests {
         assert_eq!(month_start(NOW), 1_767_196_800_000);
         let mut ledger = Ledger::default();
         ledger.prune(NOW, 1);
-        assert!(ledger.is_empty());
+        assert_eq!(ledger.recipients(), 0);
+    }
+
+    #[test]
+    fn ids_read_back_merge_with_what_is_known() {
+        let notice = request("n-9", MessageKind::Notice, "【交管12123】通知");
+        let mut retrying = submitted(&notice, NOW);
+        retrying.outcome = DispatchOutcome::Retrying;
+        let mut known = Dispatched::default();
+        known.record(&retrying);
+        let mut read = Dispatched::default();
+        let mut done = submitted(&notice, NOW + 5_000);
+        done.attempt = 1;
+        read.record(&done);
+        let mut again = notice.clone();
+        again.attempt = 1;
+        assert!(known.duplicate(&again).is_none());
+        known.merge(read);
+        assert_eq!(
+            known.duplicate(&again).as_deref(),
+            Some("already dispatched")
+        );
+        assert_eq!(known.len(), 1);
+        // A refusal as a duplicate says nothing of the message.
+        let mut copy = submitted(&request("n-10", MessageKind::Notice, "x"), NOW);
+        copy.outcome = DispatchOutcome::Refused;
+        copy.reason = Some(RefusalReason::Duplicate);
+        known.record(&copy);
+        assert_eq!(known.len(), 1);
     }
 }

@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::error::DispatchError;
-use crate::policy::Ledger;
+use crate::policy::{Dispatched, Ledger};
 
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(200);
@@ -142,14 +142,16 @@ impl Progress {
 }
 
 /// Reads `partitions` of `sms.dispatch` from `since` to their end into one
-/// ledger per partition.
+/// ledger per partition, and the message ids dispatched after
+/// `dedupe_since`.
 pub async fn ledgers(
     kafka: &KafkaSettings,
     codec: &AvroCodec,
     partitions: &[i32],
     since: Millis,
+    dedupe_since: Millis,
     price: u64,
-) -> Result<HashMap<i32, Ledger>, DispatchError> {
+) -> Result<(HashMap<i32, Ledger>, Dispatched), DispatchError> {
     let kafka = kafka.clone();
     let codec = codec.clone();
     let partitions = partitions.to_vec();
@@ -159,6 +161,7 @@ pub async fn ledgers(
         let consumer = reader(&kafka, "dispatcher-rebuild")?;
         let mut ledgers: HashMap<i32, Ledger> =
             partitions.iter().map(|p| (*p, Ledger::default())).collect();
+        let mut dispatched = Dispatched::default();
         let bounds = bounds(&consumer, &topic, &partitions, Some(since))?;
         let mut progress = Progress::new(&bounds);
         if !progress.finished() {
@@ -178,6 +181,9 @@ pub async fn ledgers(
                 Ok(event) => {
                     if let Some(ledger) = ledgers.get_mut(&message.partition()) {
                         ledger.record(&event, price);
+                        if event.dispatched_at > dedupe_since {
+                            dispatched.record(&event);
+                        }
                         read += 1;
                     }
                 }
@@ -187,7 +193,7 @@ pub async fn ledgers(
             }
         }
         info!(?partitions, events = read, "ledgers rebuilt from sms.dispatch");
-        Ok(ledgers)
+        Ok((ledgers, dispatched))
     })
     .await
     .map_err(|_| DispatchError::TaskEnded)?

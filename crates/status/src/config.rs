@@ -148,7 +148,7 @@ pub struct CorrelationSettings {
     /// late or resent report is recorded against its message. A report for
     /// a message whose sequences were already forgotten is recorded as
     /// unmatched instead; its message's final status stands either way.
-    /// About 60 bytes each. Default 500000.
+    /// About 100 bytes each. Default 500000.
     #[serde(default = "default_final_sequences")]
     pub final_sequences: usize,
     /// Longest time between transaction commits. Default 100.
@@ -355,6 +355,24 @@ mod tests {
             err.to_string(),
             "invalid configuration: receiver.max_in_flight_per_connection = 0: expected at least 1"
         );
+    }
+
+    #[test]
+    fn final_sequences_default_to_500000_and_follow_the_environment_and_the_file() {
+        let config = Config::load(None, env(&[])).unwrap();
+        assert_eq!(config.correlation.final_sequences, 500_000);
+        let config = Config::load(
+            None,
+            env(&[("STATUS_CORRELATION__FINAL_SEQUENCES", "1000")]),
+        )
+        .unwrap();
+        assert_eq!(config.correlation.final_sequences, 1_000);
+        let shipped = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../deploy/config/status.toml"
+        );
+        let config = Config::load(Some(std::path::Path::new(shipped)), env(&[])).unwrap();
+        assert_eq!(config.correlation.final_sequences, 500_000);
     }
 
     #[test]
