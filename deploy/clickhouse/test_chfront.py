@@ -308,6 +308,60 @@ def test_lz4_compressed_insert_as_the_rust_client_sends_it(front, database):
     assert body == b"5000\t12497500\t3\n"
 
 
+def test_low_cardinality_columns_of_every_shape_survive_an_insert(front, database):
+    conn = front.connection()
+    ok(
+        query(
+            conn,
+            "CREATE TABLE shapes (id UInt32, kind LowCardinality(String), "
+            "code LowCardinality(Nullable(String)), tags Array(LowCardinality(String)), "
+            "at DateTime64(3, 'UTC')) ENGINE = MergeTree ORDER BY id",
+            database=database,
+        )
+    )
+    columns = [
+        ("id", "UInt32"),
+        ("kind", "LowCardinality(String)"),
+        ("code", "LowCardinality(Nullable(String))"),
+        ("tags", "Array(LowCardinality(String))"),
+        ("at", "DateTime64(3, 'UTC')"),
+    ]
+
+    def row(n: int) -> bytes:
+        code = b"\x01" if n % 2 else b"\x00" + rb_string(f"c{n % 5}")
+        tags = varint(2) + rb_string("a") + rb_string(f"t{n % 3}")
+        return (
+            struct.pack("<I", n)
+            + rb_string(f"k{n % 4}")
+            + code
+            + tags
+            + struct.pack("<q", AT_MS + n)
+        )
+
+    payload = names_and_types_header(columns) + b"".join(row(n) for n in range(1000))
+    status, _, response = post(
+        conn,
+        compressed_blocks(payload, block_size=4096),
+        database=database,
+        decompress="1",
+        query="INSERT INTO shapes(id,kind,code,tags,at) FORMAT RowBinaryWithNamesAndTypes",
+    )
+    assert status == 200, response
+    body = ok(
+        query(
+            conn,
+            "SELECT count(), uniqExact(kind), countIf(code IS NULL), uniqExact(code), "
+            "sum(length(tags)), max(at) FROM shapes",
+            database=database,
+        )
+    )
+    assert body == b"1000\t4\t500\t5\t2000\t2026-01-01 00:00:01.122\n"
+    body = ok(
+        query(conn, "SELECT kind, code, tags FROM shapes WHERE id = 6", database=database)
+    )
+    assert body == b"k2\tc1\t['a','t0']\n"
+
+
 def test_bad_query_answers_in_clickhouse_error_format(front):
     conn = front.connection()
     status, headers, body = query(conn, "SELECT no_such_column")
@@ -535,6 +589,36 @@ def test_statement_kinds_formats_and_multi_statements(chfront):
     with pytest.raises(chfront.ClickHouseError, match="Multi-statements"):
         chfront.analyse("SELECT 1; INSERT INTO t VALUES (1)")
     assert chfront.analyse("SELECT 1 INTO OUTFILE 'x'").into_outfile
+
+
+def test_header_types_are_read_without_low_cardinality(chfront, tmp_path):
+    assert chfront.without_low_cardinality("LowCardinality(String)") == "String"
+    nested = "Map(LowCardinality(String), LowCardinality(Nullable(String)))"
+    assert chfront.without_low_cardinality(nested) == "Map(String, Nullable(String))"
+    assert (
+        chfront.without_low_cardinality("Enum8('LowCardinality(' = 1)")
+        == "Enum8('LowCardinality(' = 1)"
+    )
+    assert chfront.without_low_cardinality("DateTime64(3, 'UTC')") == "DateTime64(3, 'UTC')"
+    assert chfront.without_low_cardinality("LowCardinality(String") == "LowCardinality(String"
+
+    rows = tmp_path / "rows"
+    rows.write_bytes(names_and_types_header(EVENT_COLUMNS) + event_row(1, "x", AT_MS))
+    assert chfront.read_names_and_types(str(rows)) == (
+        ["id", "kind", "at"],
+        ["UInt32", "LowCardinality(String)", "DateTime64(3)"],
+    )
+    plain = chfront.FrontHandler.plain_structure
+    assert plain("RowBinaryWithNamesAndTypes", str(rows), {}) == (
+        "`id` UInt32, `kind` String, `at` DateTime64(3)"
+    )
+    assert plain("RowBinary", str(rows), {}) is None
+    told = {"input_format_with_types_use_header": "1"}
+    assert plain("RowBinaryWithNamesAndTypes", str(rows), told) is None
+
+    rows.write_bytes(names_and_types_header(EVENT_COLUMNS)[:-3])
+    assert chfront.read_names_and_types(str(rows)) is None
+    assert plain("RowBinaryWithNamesAndTypes", str(rows), {}) is None
 
 
 def test_compressed_blocks_split_across_pieces(chfront):
