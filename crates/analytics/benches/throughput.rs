@@ -9,10 +9,13 @@
 //!
 //! `BENCH_EVENTS` (default 1000000) sets how many final statuses go through
 //! the sink; `BENCH_MONTH` (default 3000000) how many messages the monthly
-//! figures are computed over. Each part uses its own topics and database.
+//! figures are computed over; `BENCH_COMPRESSION=lz4` sends inserts as LZ4
+//! blocks (default: plain, as deployed on one machine). Each part uses its
+//! own topics and database.
 
 use std::time::{Duration, Instant};
 
+use analytics::config::InsertCompression;
 use analytics::exporter::Health;
 use analytics::rows::{final_status_rows, EventRow, SourcePosition};
 use analytics::store::EventStore;
@@ -69,6 +72,11 @@ async fn database(label: &str) -> AnalyticsConfig {
     let mut config = AnalyticsConfig::default();
     config.clickhouse.url = services.clickhouse_url.clone();
     config.clickhouse.database = database;
+    // As deploy/config/analytics.toml sets it for an engine on the same
+    // machine; `BENCH_COMPRESSION=lz4` measures the compressed path.
+    if std::env::var("BENCH_COMPRESSION").as_deref() != Ok("lz4") {
+        config.clickhouse.compression = InsertCompression::None;
+    }
     schema::migrate(&config.clickhouse, config.ttl_months)
         .await
         .expect("schema applies");

@@ -24,6 +24,8 @@ pub enum CoreError {
     Registry(String),
     #[error("{0} bytes left over after the record")]
     TrailingBytes(usize),
+    #[error("avro datum not read: {0}")]
+    Datum(String),
     #[error("kafka client setup failed: {0}")]
     KafkaSetup(#[source] rdkafka::error::KafkaError),
     #[error("invalid configuration: {key}: {message}")]

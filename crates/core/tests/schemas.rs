@@ -145,6 +145,12 @@ fn encodes_as_the_schema_says<T: AvroRecord + PartialEq + std::fmt::Debug>(recor
     assert_eq!(bytes, reference, "{record:?}");
     let back: T = sms_core::avro::from_datum(schema, false, &bytes).expect("decodes");
     assert_eq!(&back, record);
+    let direct: T = sms_core::avro::read_current_datum(&bytes).expect("reads without values");
+    assert_eq!(&direct, record);
+    // Cut short anywhere, the direct reader refuses rather than panics.
+    for end in 0..bytes.len() {
+        assert!(sms_core::avro::read_current_datum::<T>(&bytes[..end]).is_err());
+    }
 }
 
 async fn round_trip<T: AvroRecord + PartialEq + std::fmt::Debug>(record: T) {

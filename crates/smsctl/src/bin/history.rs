@@ -40,6 +40,7 @@ async fn main() -> anyhow::Result<()> {
         password: cli.clickhouse.password.clone(),
         database: cli.clickhouse.database.clone(),
         ca_file: cli.clickhouse.ca_file.clone(),
+        ..Default::default()
     };
     let warehouse = cli.clickhouse.client();
     let started = std::time::Instant::now();
