@@ -396,6 +396,29 @@ fn a_record_written_with_an_older_schema_still_decodes() {
 }
 
 #[test]
+fn uuid_fields_read_as_apache_avro_reads_them() {
+    let upper = SmsRequest {
+        message_id: "6F0B5A3E-3C1D-5B8E-9A57-2F1A0C4D9E21".into(),
+        ..request()
+    };
+    let bytes = sms_core::avro::to_datum(&upper).expect("encodes");
+    let schema = &SmsRequest::schema().schema;
+    let reference: SmsRequest = sms_core::avro::from_datum(schema, false, &bytes).expect("decodes");
+    let direct: SmsRequest = sms_core::avro::read_current_datum(&bytes).expect("reads");
+    assert_eq!(direct, reference);
+    assert_eq!(direct.message_id, request().message_id);
+
+    let not_a_uuid = SmsRequest {
+        message_id: "not-a-uuid".into(),
+        ..request()
+    };
+    // The writer checks nothing about the text; both readers refuse it.
+    let bytes = sms_core::avro::to_datum(&not_a_uuid).expect("encodes");
+    assert!(sms_core::avro::from_datum::<SmsRequest>(schema, false, &bytes).is_err());
+    assert!(sms_core::avro::read_current_datum::<SmsRequest>(&bytes).is_err());
+}
+
+#[test]
 fn garbage_is_a_typed_error_not_a_panic() {
     for bytes in [
         &b""[..],

@@ -176,7 +176,25 @@ impl<'de> de::Deserializer<'de> for Datum<'_, 'de> {
                 visitor.visit_f64(f64::from_le_bytes(raw))
             }
             Schema::Bytes => visitor.visit_borrowed_bytes(self.input.bytes()?),
-            Schema::String | Schema::Uuid => visitor.visit_borrowed_str(self.input.str()?),
+            Schema::String => visitor.visit_borrowed_str(self.input.str()?),
+            Schema::Uuid => {
+                // As apache-avro reads it: 16 bytes are the UUID itself, any
+                // other text must parse as one, and the value is the UUID's
+                // lower-case hyphenated form.
+                let raw = self.input.bytes()?;
+                let parsed = if raw.len() == 16 {
+                    uuid::Uuid::from_slice(raw).map_err(|e| error(e.to_string()))?
+                } else {
+                    let text = std::str::from_utf8(raw)
+                        .map_err(|e| error(format!("uuid not UTF-8: {e}")))?;
+                    let parsed = uuid::Uuid::try_parse(text).map_err(|e| error(e.to_string()))?;
+                    if text.len() == 36 && !text.bytes().any(|b| b.is_ascii_uppercase()) {
+                        return visitor.visit_borrowed_str(text);
+                    }
+                    parsed
+                };
+                visitor.visit_string(parsed.hyphenated().to_string())
+            }
             Schema::Fixed(fixed) => visitor.visit_borrowed_bytes(self.input.take(fixed.size)?),
             Schema::Enum(schema) => visitor.visit_str(symbol(self.input, schema)?),
             Schema::Union(_) => {
