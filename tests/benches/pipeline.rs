@@ -62,6 +62,17 @@ fn instruction(n: u64) -> Value {
     }
 }
 
+/// A warm-up notice, to recipients the measured traffic never uses (so no
+/// cap it meets is touched).
+fn warmup_instruction(n: u64) -> Value {
+    json!({
+        "request_id": format!("warmup-{n}"),
+        "phone": format!("186{:08}", 60_000_000 + n),
+        "kind": "NOTICE",
+        "text": format!("第{n}号通知：您有一条交通违法记录待处理，请及时处理。"),
+    })
+}
+
 /// Resident memory of a process, now and at its peak, in MiB.
 fn memory_mib(pid: u32) -> Option<(f64, f64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -130,18 +141,59 @@ struct Stages {
     to_submit: Vec<i64>,
     to_report: Vec<i64>,
     to_decision: Vec<i64>,
+    /// By the Unix second of acceptance, the messages that took longer than
+    /// [`SLOW_MS`] to their final status: how many, the slowest, and the
+    /// slowest time to Submit among them.
+    slow: BTreeMap<i64, Slow>,
+}
+
+/// Acceptance to final status beyond which a message counts as slow.
+const SLOW_MS: i64 = 500;
+
+#[derive(Default)]
+struct Slow {
+    count: u64,
+    max_ms: i64,
+    max_to_submit_ms: i64,
 }
 
 impl Stages {
     fn add(&mut self, status: &FinalStatus) {
+        let latency = status.decided_at - status.accepted_at;
+        let to_submit = status.submitted_at.map(|at| at - status.accepted_at);
         if let (Some(submitted), Some(report)) = (status.submitted_at, status.report_at) {
             self.to_submit.push(submitted - status.accepted_at);
             self.to_report.push(report - submitted);
             self.to_decision.push(status.decided_at - report);
         }
+        if latency > SLOW_MS {
+            let slow = self.slow.entry(status.accepted_at / 1000).or_default();
+            slow.count += 1;
+            slow.max_ms = slow.max_ms.max(latency);
+            slow.max_to_submit_ms = slow.max_to_submit_ms.max(to_submit.unwrap_or(0));
+        }
     }
 
-    fn summary(mut self) -> Value {
+    /// The seconds with slow messages, counted from `start_ms`, the busiest
+    /// first (at most 30).
+    fn slow_seconds(&self, start_ms: i64) -> Value {
+        let mut seconds: Vec<(&i64, &Slow)> = self.slow.iter().collect();
+        seconds.sort_by_key(|(_, slow)| std::cmp::Reverse(slow.count));
+        seconds
+            .into_iter()
+            .take(30)
+            .map(|(second, slow)| {
+                json!({
+                    "second": second - start_ms / 1000,
+                    "over_500_ms": slow.count,
+                    "max_ms": slow.max_ms,
+                    "max_to_submit_ms": slow.max_to_submit_ms,
+                })
+            })
+            .collect()
+    }
+
+    fn summary(&mut self) -> Value {
         let stage = |values: &mut Vec<i64>| {
             values.sort_unstable();
             json!({ "p50": quantile(values, 0.50), "p99": quantile(values, 0.99) })
@@ -248,6 +300,7 @@ async fn main() {
     let rate = setting("BENCH_RATE", 5_000).max(1);
     let seconds = setting("BENCH_SECONDS", 600).max(1);
     let batch = setting("BENCH_BATCH", 100).clamp(1, 1_000);
+    let warmup = setting("BENCH_WARMUP", 5_000);
     let out = std::env::var("BENCH_OUT")
         .unwrap_or_else(|_| format!("{}/../var/bench/pipeline.json", env!("CARGO_MANIFEST_DIR")));
     let total = rate * seconds;
@@ -334,11 +387,13 @@ async fn main() {
         .subscribe(&[&stack.kafka.topics().status])
         .expect("subscribe");
     let decided = Arc::new(AtomicU64::new(0));
+    let warmed = Arc::new(AtomicU64::new(0));
     let reader = {
-        let decided = decided.clone();
+        let (decided, warmed) = (decided.clone(), warmed.clone());
         tokio::spawn(async move {
             let codec = sms_core::avro::AvroCodec::single_object();
             let mut latencies = Vec::with_capacity(total as usize);
+            let mut warmup_latencies = Vec::new();
             let mut stages = Stages::default();
             let mut per_second: BTreeMap<i64, u64> = BTreeMap::new();
             let mut stream = consumer.stream();
@@ -349,6 +404,11 @@ async fn main() {
                             .decode::<FinalStatus>(message.payload().unwrap_or_default())
                             .await
                         {
+                            if status.request_id.starts_with("warmup-") {
+                                warmup_latencies.push(status.decided_at - status.accepted_at);
+                                warmed.fetch_add(1, Ordering::Relaxed);
+                                continue;
+                            }
                             latencies.push(status.decided_at - status.accepted_at);
                             stages.add(&status);
                             *per_second.entry(status.decided_at / 1000).or_default() += 1;
@@ -359,20 +419,25 @@ async fn main() {
                     Ok(None) | Err(_) => break,
                 }
             }
-            (latencies, per_second, stages)
+            (latencies, per_second, stages, warmup_latencies)
         })
     };
 
     // Memory of every service, sampled each second; every 30 s a sample is
     // kept, so that what a service holds at start and what it gains with the
     // messages it has seen can be told apart.
+    // Growth of 8 MiB or more between two samples is kept as a jump, to be
+    // set beside the seconds with slow messages.
     let timeline: Arc<std::sync::Mutex<Vec<Value>>> = Arc::default();
+    let jumps: Arc<std::sync::Mutex<Vec<Value>>> = Arc::default();
+    let start_ms = sms_core::events::now_millis();
     let sampler = {
-        let (peaks, timeline) = (peaks.clone(), timeline.clone());
+        let (peaks, timeline, jumps) = (peaks.clone(), timeline.clone(), jumps.clone());
         let pids = pids.clone();
         let decided = decided.clone();
         tokio::spawn(async move {
             let begun = Instant::now();
+            let mut last: BTreeMap<&str, f64> = BTreeMap::new();
             for tick in 0u64.. {
                 let mut now = BTreeMap::new();
                 for (name, pid) in &pids {
@@ -381,6 +446,15 @@ async fn main() {
                         let peak = peaks.entry(name).or_default();
                         *peak = peak.max(rss);
                         now.insert(*name, rss.round());
+                        let before = last.insert(name, rss).unwrap_or(rss);
+                        if rss - before >= 8.0 {
+                            jumps.lock().unwrap_or_else(|p| p.into_inner()).push(json!({
+                                "second": (sms_core::events::now_millis() - start_ms) / 1000,
+                                "service": name,
+                                "from_mib": before.round(),
+                                "to_mib": rss.round(),
+                            }));
+                        }
                     }
                 }
                 if tick % 30 == 0 {
@@ -400,6 +474,33 @@ async fn main() {
 
     // The platform: one batch call every `batch / rate` seconds, at most 64
     // calls in flight; when the system cannot keep up, the rate falls.
+    // Warm-up: the services have just started, and the dispatcher's first
+    // partitions come with the group's first rebalance (the broker holds it
+    // back three seconds) and its rebuild. A few seconds of notices at the
+    // same rate go through first, and the measured traffic starts once every
+    // one of them has its final status; what they took is reported apart.
+    let warmup_began = Instant::now();
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(batch as f64 / rate as f64));
+    let mut n = 0;
+    while n < warmup {
+        ticker.tick().await;
+        let items: Vec<Value> = (n..(n + batch).min(warmup))
+            .map(warmup_instruction)
+            .collect();
+        n += items.len() as u64;
+        stack.send_batch(&items).await;
+    }
+    while warmed.load(Ordering::Relaxed) < warmup
+        && warmup_began.elapsed() < Duration::from_secs(120)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let warmup_seconds = warmup_began.elapsed().as_secs_f64();
+    println!(
+        "warm-up: {} of {warmup} final in {warmup_seconds:.1} s",
+        warmed.load(Ordering::Relaxed)
+    );
+
     let stack = Arc::new(stack);
     let in_flight = Arc::new(Semaphore::new(64));
     let accepted = Arc::new(AtomicU64::new(0));
@@ -441,7 +542,9 @@ async fn main() {
         total as f64 / sending.as_secs_f64()
     );
 
-    let (mut latencies, per_second, stages) = reader.await.expect("reader");
+    let (mut latencies, per_second, mut stages, mut warmup_latencies) =
+        reader.await.expect("reader");
+    warmup_latencies.sort_unstable();
     let elapsed = started.elapsed();
     sampler.abort();
     // Processor seconds each process used while the traffic ran, and the
@@ -492,7 +595,10 @@ async fn main() {
 
     let clickhouse_rows = stack
         .clickhouse
-        .query("SELECT count() FROM sms_messages FINAL WHERE is_final = 1")
+        .query(
+            "SELECT count() FROM sms_messages FINAL \
+             WHERE is_final = 1 AND NOT startsWith(request_id, 'warmup-')",
+        )
         .fetch_one::<u64>()
         .await
         .unwrap_or(0);
@@ -516,6 +622,18 @@ async fn main() {
             "max": latencies.last().copied().unwrap_or(0),
         },
         "stages_ms": stages.summary(),
+        "warmup": {
+            "messages": warmup,
+            "final": warmup_latencies.len(),
+            "seconds": (warmup_seconds * 10.0).round() / 10.0,
+            "latency_ms": {
+                "p50": quantile(&warmup_latencies, 0.50),
+                "p99": quantile(&warmup_latencies, 0.99),
+                "max": warmup_latencies.last().copied().unwrap_or(0),
+            },
+        },
+        "slow_seconds": stages.slow_seconds(start_ms),
+        "memory_jumps": jumps.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         "peak_rss_mib": memory,
         "rss_every_30s": timeline.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         "cpu_during_run": cpu,

@@ -245,6 +245,13 @@ impl Seen {
         u32::try_from(at.div_euclid(1000) + 1).unwrap_or(0)
     }
 
+    /// Takes in a later (or replayed) event of the same message.
+    fn absorb(&mut self, event: Seen) {
+        self.attempt = self.attempt.max(event.attempt);
+        self.terminal |= event.terminal;
+        self.second = self.second.max(event.second);
+    }
+
     fn attempt(attempt: i32) -> u8 {
         u8::try_from(attempt.max(0)).unwrap_or(u8::MAX)
     }
@@ -283,12 +290,36 @@ fn recipient_key(phone: &str, kind: MessageKind) -> u64 {
 /// taken away stay until they are older than the window; they are facts
 /// read from `sms.dispatch`, and when the partition comes back its rebuild
 /// only adds to them.
-#[derive(Debug, Default)]
+///
+/// The table is split in [`Dispatched::SHARDS`] by a hash of the key, so
+/// that it grows a sixteenth at a time: a table of millions of ids that
+/// doubled in one piece would hold the old and the new copy at once (about
+/// 100 MB more at 2 million ids) and stop the dispatcher while it moved
+/// them.
+#[derive(Debug)]
 pub struct Dispatched {
-    seen: HashMap<Uuid, Seen>,
+    shards: Vec<HashMap<Uuid, Seen>>,
+}
+
+impl Default for Dispatched {
+    fn default() -> Self {
+        Self {
+            shards: (0..Self::SHARDS).map(|_| HashMap::new()).collect(),
+        }
+    }
 }
 
 impl Dispatched {
+    const SHARDS: usize = 16;
+
+    /// The shard of a key, from all of its bits (the leading bytes of a
+    /// time-ordered UUID hardly vary).
+    fn shard(key: &Uuid) -> usize {
+        let bits = key.as_u128();
+        let folded = (bits as u64) ^ ((bits >> 64) as u64);
+        (folded.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 60) as usize % Self::SHARDS
+    }
+
     /// Notes an event written to (or read back from) `sms.dispatch`.
     pub fn record(&mut self, event: &DispatchEvent) {
         if event.reason == Some(RefusalReason::Duplicate) {
@@ -306,25 +337,28 @@ impl Dispatched {
     }
 
     fn note(&mut self, key: Uuid, event: Seen) {
-        let seen = self.seen.entry(key).or_insert(event);
-        seen.attempt = seen.attempt.max(event.attempt);
-        seen.terminal |= event.terminal;
-        seen.second = seen.second.max(event.second);
+        self.shards[Self::shard(&key)]
+            .entry(key)
+            .or_insert(event)
+            .absorb(event);
     }
 
     /// Takes in what a rebuild read.
     pub fn merge(&mut self, other: Dispatched) {
-        if self.seen.is_empty() {
-            self.seen = other.seen;
-            return;
-        }
-        for (key, seen) in other.seen {
-            self.note(key, seen);
+        for (mine, theirs) in self.shards.iter_mut().zip(other.shards) {
+            if mine.is_empty() {
+                *mine = theirs;
+                continue;
+            }
+            for (key, event) in theirs {
+                mine.entry(key).or_insert(event).absorb(event);
+            }
         }
     }
 
     fn duplicate(&self, request: &SmsRequest) -> Option<String> {
-        let seen = self.seen.get(&message_key(&request.message_id))?;
+        let key = message_key(&request.message_id);
+        let seen = self.shards[Self::shard(&key)].get(&key)?;
         if seen.terminal {
             Some("already dispatched".into())
         } else if i32::from(seen.attempt) >= request.attempt {
@@ -337,18 +371,19 @@ impl Dispatched {
     /// Forgets message ids older than `window_ms`.
     pub fn prune(&mut self, now: Millis, window_ms: i64) {
         let since = now - window_ms;
-        self.seen
-            .retain(|_, seen| i64::from(seen.second) * 1000 > since);
+        for shard in &mut self.shards {
+            shard.retain(|_, seen| i64::from(seen.second) * 1000 > since);
+        }
     }
 
     /// Message ids remembered.
     pub fn len(&self) -> usize {
-        self.seen.len()
+        self.shards.iter().map(HashMap::len).sum()
     }
 
     /// Whether nothing is remembered.
     pub fn is_empty(&self) -> bool {
-        self.seen.is_empty()
+        self.shards.iter().all(HashMap::is_empty)
     }
 }
 
@@ -838,5 +873,32 @@ mod tests {
         copy.reason = Some(RefusalReason::Duplicate);
         known.record(&copy);
         assert_eq!(known.len(), 1);
+    }
+
+    #[test]
+    fn time_ordered_ids_spread_over_every_shard() {
+        // Version-7 UUIDs of one millisecond share their first six bytes.
+        let mut dispatched = Dispatched::default();
+        let mut ids = Vec::new();
+        for n in 0..16_000u64 {
+            let id = format!(
+                "019a{:04x}-0b5e-7c3a-9{:03x}-{:012x}",
+                n % 3,
+                n % 0xfff,
+                n.wrapping_mul(0x2545_f491_4f6c_dd1d) & 0xffff_ffff_ffff
+            );
+            let notice = request(&id, MessageKind::Notice, "【交管12123】通知");
+            dispatched.record(&submitted(&notice, NOW));
+            ids.push(notice);
+        }
+        assert_eq!(dispatched.len(), 16_000);
+        for shard in &dispatched.shards {
+            assert!((500..1_500).contains(&shard.len()), "{}", shard.len());
+        }
+        for notice in &ids {
+            assert!(dispatched.duplicate(notice).is_some());
+        }
+        dispatched.prune(NOW + 2_000, 1_000);
+        assert!(dispatched.is_empty());
     }
 }
