@@ -474,11 +474,11 @@ async fn main() {
 
     // The platform: one batch call every `batch / rate` seconds, at most 64
     // calls in flight; when the system cannot keep up, the rate falls.
-    // Warm-up: the services have just started, and the dispatcher's first
-    // partitions come with the group's first rebalance (the broker holds it
-    // back three seconds) and its rebuild. A few seconds of notices at the
-    // same rate go through first, and the measured traffic starts once every
-    // one of them has its final status; what they took is reported apart.
+    // Warm-up: the services have just started, their consumer groups are
+    // forming and their transactional producers wait for the new broker's
+    // transaction coordinator. A second of notices at the same rate goes
+    // through first, and the measured traffic starts once every one of them
+    // has its final status; what they took is reported apart.
     let warmup_began = Instant::now();
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(batch as f64 / rate as f64));
     let mut n = 0;
