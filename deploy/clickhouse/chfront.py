@@ -377,11 +377,10 @@ def quote_identifier(name: str) -> str:
     return f"`{escaped}`"
 
 
-def read_names_and_types(path: str) -> tuple[list[str], list[str]] | None:
-    """The column names and types in the header of a file of
-    `RowBinaryWithNamesAndTypes` rows, or None when it has no whole header."""
-    with open(path, "rb") as rows_file:
-        head = rows_file.read(1 << 20)
+def parse_names_and_types(head: bytes) -> tuple[list[str], list[str], int]:
+    """The column names and types at the start of `RowBinaryWithNamesAndTypes`
+    data, and the offset where its rows begin. Raises IndexError or
+    UnicodeDecodeError when the header is cut short or is not text."""
     position = 0
 
     def read_varint() -> int:
@@ -404,10 +403,19 @@ def read_names_and_types(path: str) -> tuple[list[str], list[str]] | None:
         position += length
         return text
 
+    count = read_varint()
+    names = [read_string() for _ in range(count)]
+    types = [read_string() for _ in range(count)]
+    return names, types, position
+
+
+def read_names_and_types(path: str) -> tuple[list[str], list[str]] | None:
+    """The column names and types in the header of a file of
+    `RowBinaryWithNamesAndTypes` rows, or None when it has no whole header."""
+    with open(path, "rb") as rows_file:
+        head = rows_file.read(1 << 20)
     try:
-        count = read_varint()
-        names = [read_string() for _ in range(count)]
-        types = [read_string() for _ in range(count)]
+        names, types, _ = parse_names_and_types(head)
     except (IndexError, UnicodeDecodeError):
         return None
     return names, types

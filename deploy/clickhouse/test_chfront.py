@@ -181,33 +181,6 @@ def compressed_blocks(payload: bytes, block_size: int) -> bytes:
     return bytes(out)
 
 
-def parse_rbwnat(body: bytes) -> tuple[list[str], list[str], bytes]:
-    position = 0
-
-    def read_varint() -> int:
-        nonlocal position
-        value, shift = 0, 0
-        while True:
-            byte = body[position]
-            position += 1
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                return value
-
-    def read_string() -> str:
-        nonlocal position
-        length = read_varint()
-        text = body[position : position + length].decode()
-        position += length
-        return text
-
-    count = read_varint()
-    names = [read_string() for _ in range(count)]
-    types = [read_string() for _ in range(count)]
-    return names, types, body[position:]
-
-
 def create_events(conn, database: str, table: str = "events", settings: str = "") -> None:
     ok(
         query(
@@ -233,7 +206,7 @@ def test_health_endpoints_answer_ok(front):
         assert (status, body) == (200, b"Ok.\n")
 
 
-def test_inserts_in_three_formats_and_selects_in_three(front, database):
+def test_inserts_in_three_formats_and_selects_in_three(front, database, chfront):
     conn = front.connection()
     create_events(conn, database)
 
@@ -259,7 +232,8 @@ def test_inserts_in_three_formats_and_selects_in_three(front, database):
     )
     assert status == 200
     assert headers["X-ClickHouse-Format"] == "RowBinaryWithNamesAndTypes"
-    names, types, data = parse_rbwnat(body)
+    names, types, rows_start = chfront.parse_names_and_types(body)
+    data = body[rows_start:]
     assert names == ["id", "kind", "at"]
     assert types == ["UInt32", "LowCardinality(String)", "DateTime64(3)"]
     assert data.startswith(event_row(1, "submit", AT_MS) + event_row(2, "report", AT_MS + 1))

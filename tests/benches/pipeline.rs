@@ -206,6 +206,15 @@ impl Stages {
     }
 }
 
+/// p50, p99 and max of sorted latencies.
+fn latency_summary(sorted: &[i64]) -> Value {
+    json!({
+        "p50": quantile(sorted, 0.50),
+        "p99": quantile(sorted, 0.99),
+        "max": sorted.last().copied().unwrap_or(0),
+    })
+}
+
 fn quantile(sorted: &[i64], q: f64) -> i64 {
     if sorted.is_empty() {
         return 0;
@@ -472,8 +481,6 @@ async fn main() {
         })
     };
 
-    // The platform: one batch call every `batch / rate` seconds, at most 64
-    // calls in flight; when the system cannot keep up, the rate falls.
     // Warm-up: the services have just started, their consumer groups are
     // forming and their transactional producers wait for the new broker's
     // transaction coordinator. A second of notices at the same rate goes
@@ -501,6 +508,8 @@ async fn main() {
         warmed.load(Ordering::Relaxed)
     );
 
+    // The platform: one batch call every `batch / rate` seconds, at most 64
+    // calls in flight; when the system cannot keep up, the rate falls.
     let stack = Arc::new(stack);
     let in_flight = Arc::new(Semaphore::new(64));
     let accepted = Arc::new(AtomicU64::new(0));
@@ -616,21 +625,13 @@ async fn main() {
         "wall_seconds": elapsed.as_secs_f64(),
         "sustained_final_per_s": sustained.round(),
         "slowest_10s_final_per_s": slowest_window,
-        "latency_ms": {
-            "p50": quantile(&latencies, 0.50),
-            "p99": quantile(&latencies, 0.99),
-            "max": latencies.last().copied().unwrap_or(0),
-        },
+        "latency_ms": latency_summary(&latencies),
         "stages_ms": stages.summary(),
         "warmup": {
             "messages": warmup,
             "final": warmup_latencies.len(),
             "seconds": (warmup_seconds * 10.0).round() / 10.0,
-            "latency_ms": {
-                "p50": quantile(&warmup_latencies, 0.50),
-                "p99": quantile(&warmup_latencies, 0.99),
-                "max": warmup_latencies.last().copied().unwrap_or(0),
-            },
+            "latency_ms": latency_summary(&warmup_latencies),
         },
         "slow_seconds": stages.slow_seconds(start_ms),
         "memory_jumps": jumps.lock().unwrap_or_else(|p| p.into_inner()).clone(),

@@ -397,7 +397,7 @@ pub fn decode_single_object<T: AvroRecord>(bytes: &[u8]) -> Result<T, CoreError>
     if fp == schema.fingerprint {
         // Written with the current schema: read straight into the struct.
         // What that reader refuses is read again below, for the error.
-        if let Ok(record) = datum::from_slice::<T>(&schema.write_schema, &bytes[10..]) {
+        if let Ok(record) = read_current_datum::<T>(&bytes[10..]) {
             return Ok(record);
         }
     }

@@ -310,14 +310,15 @@ impl Default for Dispatched {
 }
 
 impl Dispatched {
-    const SHARDS: usize = 16;
+    const SHARD_BITS: u32 = 4;
+    const SHARDS: usize = 1 << Self::SHARD_BITS;
 
     /// The shard of a key, from all of its bits (the leading bytes of a
     /// time-ordered UUID hardly vary).
     fn shard(key: &Uuid) -> usize {
         let bits = key.as_u128();
         let folded = (bits as u64) ^ ((bits >> 64) as u64);
-        (folded.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 60) as usize % Self::SHARDS
+        (folded.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - Self::SHARD_BITS)) as usize
     }
 
     /// Notes an event written to (or read back from) `sms.dispatch`.

@@ -203,21 +203,19 @@ impl<'de> de::Deserializer<'de> for Datum<'_, 'de> {
                 de::Deserializer::deserialize_any(Datum { input, schema }, visitor)
             }
             Schema::Array(array) => {
-                let count = self.input.block()?;
+                let blocks = Blocks::start(self.input)?;
                 visitor.visit_seq(Items {
                     input: self.input,
                     schema: &array.items,
-                    left: count,
-                    ended: count == 0,
+                    blocks,
                 })
             }
             Schema::Map(map) => {
-                let count = self.input.block()?;
+                let blocks = Blocks::start(self.input)?;
                 visitor.visit_map(Entries {
                     input: self.input,
                     schema: &map.types,
-                    left: count,
-                    ended: count == 0,
+                    blocks,
                 })
             }
             Schema::Record(record) => visitor.visit_map(Fields {
@@ -273,14 +271,46 @@ fn symbol<'s>(
         .ok_or_else(|| error(format!("enum symbol {index} out of range")))
 }
 
-/// The items of an array, block by block.
-struct Items<'a, 'de> {
-    input: &'a mut Input<'de>,
-    schema: &'a Schema,
+/// Where the items of an array or map stand, block by block.
+struct Blocks {
     /// Items left in the current block.
     left: usize,
     /// Whether the closing empty block was read.
     ended: bool,
+}
+
+impl Blocks {
+    fn start(input: &mut Input<'_>) -> Result<Self, DatumError> {
+        let left = input.block()?;
+        Ok(Self {
+            left,
+            ended: left == 0,
+        })
+    }
+
+    /// Whether another item follows (reading the next block's count when
+    /// the current one is done); counts it as taken.
+    fn next(&mut self, input: &mut Input<'_>) -> Result<bool, DatumError> {
+        if self.left == 0 {
+            if self.ended {
+                return Ok(false);
+            }
+            self.left = input.block()?;
+            if self.left == 0 {
+                self.ended = true;
+                return Ok(false);
+            }
+        }
+        self.left -= 1;
+        Ok(true)
+    }
+}
+
+/// The items of an array.
+struct Items<'a, 'de> {
+    input: &'a mut Input<'de>,
+    schema: &'a Schema,
+    blocks: Blocks,
 }
 
 impl<'de> SeqAccess<'de> for Items<'_, 'de> {
@@ -290,17 +320,9 @@ impl<'de> SeqAccess<'de> for Items<'_, 'de> {
         &mut self,
         seed: T,
     ) -> Result<Option<T::Value>, DatumError> {
-        if self.left == 0 {
-            if self.ended {
-                return Ok(None);
-            }
-            self.left = self.input.block()?;
-            if self.left == 0 {
-                self.ended = true;
-                return Ok(None);
-            }
+        if !self.blocks.next(self.input)? {
+            return Ok(None);
         }
-        self.left -= 1;
         seed.deserialize(Datum {
             input: self.input,
             schema: self.schema,
@@ -309,14 +331,11 @@ impl<'de> SeqAccess<'de> for Items<'_, 'de> {
     }
 }
 
-/// The entries of a map, block by block: string keys.
+/// The entries of a map: string keys.
 struct Entries<'a, 'de> {
     input: &'a mut Input<'de>,
     schema: &'a Schema,
-    /// Items left in the current block.
-    left: usize,
-    /// Whether the closing empty block was read.
-    ended: bool,
+    blocks: Blocks,
 }
 
 impl<'de> MapAccess<'de> for Entries<'_, 'de> {
@@ -326,17 +345,9 @@ impl<'de> MapAccess<'de> for Entries<'_, 'de> {
         &mut self,
         seed: K,
     ) -> Result<Option<K::Value>, DatumError> {
-        if self.left == 0 {
-            if self.ended {
-                return Ok(None);
-            }
-            self.left = self.input.block()?;
-            if self.left == 0 {
-                self.ended = true;
-                return Ok(None);
-            }
+        if !self.blocks.next(self.input)? {
+            return Ok(None);
         }
-        self.left -= 1;
         let key = self.input.str()?;
         seed.deserialize(de::value::BorrowedStrDeserializer::new(key))
             .map(Some)
